@@ -1,0 +1,1 @@
+"""Self-hosted realtime image inference: the Django gateway and the model runner."""

@@ -1,0 +1,346 @@
+"""The realtime protocol (shared/PROTOCOL.md): frames, input validation, error codes.
+
+No Django and no I/O: the runner, the gateway and the clients all use these functions, and the
+tests drive them without a socket.
+
+Exceptions::
+
+    ProtocolError            an error the peer is told about as ``x-fal-error``
+     └── ValidationError      VALIDATION_ERROR, names the offending field
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "NAMED_SIZES",
+    "Encoding",
+    "ErrorCode",
+    "ImageRequest",
+    "ProtocolError",
+    "ValidationError",
+    "decode_frame",
+    "encode_frame",
+    "error_message",
+    "parse_app_path",
+    "parse_request",
+    "result_payload",
+    "timings_message",
+]
+
+DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_BUFFERING_RANGE = (1, 60)
+PROMPT_MAX_CHARS = 2000
+SIZE_RANGE = (64, 1024)
+SEED_MAX = 2**32 - 1
+
+# fal's named image sizes.
+NAMED_SIZES: dict[str, tuple[int, int]] = {
+    "square": (512, 512),
+    "square_hd": (1024, 1024),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+OUTPUT_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+_DATA_URL = re.compile(r"^data:image/(png|jpeg|jpg|webp);base64,", re.IGNORECASE)
+_APP_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ErrorCode(enum.StrEnum):
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    APP_UNAVAILABLE = "APP_UNAVAILABLE"
+    RUNNER_UNAVAILABLE = "RUNNER_UNAVAILABLE"
+    RATE_LIMITED = "RATE_LIMITED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    TIMEOUT = "TIMEOUT"
+
+
+class Encoding(enum.Enum):
+    MSGPACK = "msgpack"  # binary WebSocket messages
+    JSON = "json"  # text WebSocket messages
+
+
+class ProtocolError(Exception):
+    """An error the peer is told about with an ``x-fal-error`` message."""
+
+    code = ErrorCode.INTERNAL_ERROR
+
+    def __init__(self, reason: str, *, code: ErrorCode | None = None, request_id: Any = None):
+        super().__init__(reason)
+        self.reason = reason
+        if code is not None:
+            self.code = code
+        self.request_id = request_id
+
+    def message(self) -> str:
+        return error_message(self.code, self.reason, self.request_id)
+
+
+class ValidationError(ProtocolError):
+    """A bad input; ``field`` names what was wrong."""
+
+    code = ErrorCode.VALIDATION_ERROR
+
+    def __init__(self, field: str, problem: str, *, request_id: Any = None):
+        super().__init__(f"{field}: {problem}", request_id=request_id)
+        self.field = field
+
+
+def error_message(code: ErrorCode, reason: str, request_id: Any = None) -> str:
+    payload: dict[str, Any] = {"type": "x-fal-error", "error": code.value, "reason": reason}
+    if request_id is not None:
+        payload["request_id"] = request_id
+    return json.dumps(payload)
+
+
+def timings_message(seconds: float) -> str:
+    return json.dumps({"type": "x-fal-message", "action": "timings", "timing": round(seconds, 6)})
+
+
+# -- frames -----------------------------------------------------------------------------------
+
+
+def decode_frame(data: bytes | str) -> tuple[dict[str, Any], Encoding]:
+    """Decode one client message: a msgpack map (binary) or a JSON object (text)."""
+    if isinstance(data, str):
+        encoding = Encoding.JSON
+        try:
+            frame = json.loads(data)
+        except ValueError as exc:
+            raise ValidationError("frame", f"text message is not valid JSON ({exc})") from None
+    else:
+        encoding = Encoding.MSGPACK
+        try:
+            frame = msgpack.unpackb(data, raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types for bad data
+            raise ValidationError("frame", f"binary message is not valid msgpack ({type(exc).__name__})") from None
+    if not isinstance(frame, dict):
+        kind = "a msgpack map" if encoding is Encoding.MSGPACK else "a JSON object"
+        raise ValidationError("frame", f"must be {kind}, got {type(frame).__name__}")
+    return frame, encoding
+
+
+def encode_frame(payload: dict[str, Any], encoding: Encoding) -> bytes | str:
+    if encoding is Encoding.MSGPACK:
+        return msgpack.packb(payload, use_bin_type=True)
+    return json.dumps(payload)
+
+
+# -- app paths --------------------------------------------------------------------------------
+
+
+def parse_app_path(path: str) -> tuple[str, str]:
+    """Split ``/owner/alias/realtime?...`` into ``("owner/alias", "realtime")``.
+
+    Raises ``ValueError`` naming the problem for anything else.
+    """
+    path = path.split("?", 1)[0]
+    parts = path.strip("/").split("/")
+    if len(parts) < 3:
+        raise ValueError(f"path {path!r} is not /OWNER/ALIAS/realtime")
+    owner, alias, sub = parts[0], parts[1], "/".join(parts[2:])
+    for segment in (owner, alias):
+        if not _APP_SEGMENT.match(segment):
+            raise ValueError(f"path {path!r} has an invalid app segment")
+    return f"{owner}/{alias}", sub
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """One validated input for the image apps."""
+
+    prompt: str
+    image: bytes
+    width: int
+    height: int
+    strength: float = 0.5
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    negative_prompt: str = ""
+    sync_mode: bool = False
+    output_format: str = "jpeg"
+    request_id: str | int | None = None
+
+
+def request_id_of(frame: dict[str, Any]) -> str | int | None:
+    """The frame's ``request_id`` when it is one we can echo, else None."""
+    rid = frame.get("request_id")
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return None
+    if isinstance(rid, str) and len(rid) > 200:
+        return None
+    return rid
+
+
+def parse_request(frame: dict[str, Any], *, encoding: Encoding) -> ImageRequest:
+    """Validate an input frame. Unknown fields are ignored; errors name the field."""
+    rid = request_id_of(frame)
+    try:
+        return _parse(frame, encoding, rid)
+    except ValidationError as exc:
+        exc.request_id = rid
+        raise
+
+
+def _parse(frame: dict[str, Any], encoding: Encoding, rid: str | int | None) -> ImageRequest:
+    if "request_id" in frame and frame["request_id"] is not None and rid is None:
+        raise ValidationError("request_id", "must be a string of at most 200 characters or an integer")
+    prompt = frame.get("prompt")
+    if prompt is None:
+        raise ValidationError("prompt", "is required")
+    if not isinstance(prompt, str):
+        raise ValidationError("prompt", f"must be a string, got {type(prompt).__name__}")
+    if not 1 <= len(prompt) <= PROMPT_MAX_CHARS:
+        raise ValidationError("prompt", f"must be 1 to {PROMPT_MAX_CHARS} characters, got {len(prompt)}")
+    negative = frame.get("negative_prompt", "")
+    if negative is None:
+        negative = ""
+    if not isinstance(negative, str) or len(negative) > PROMPT_MAX_CHARS:
+        raise ValidationError("negative_prompt", f"must be a string of at most {PROMPT_MAX_CHARS} characters")
+    width, height = _parse_size(frame)
+    output_format = frame.get("output_format", "jpeg")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValidationError("output_format", f"must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
+    sync_mode = frame.get("sync_mode", False)
+    if not isinstance(sync_mode, bool):
+        raise ValidationError("sync_mode", "must be true or false")
+    return ImageRequest(
+        prompt=prompt,
+        image=_parse_image(frame, encoding),
+        width=width,
+        height=height,
+        strength=_number(frame, "strength", 0.0, 1.0, default=0.5),
+        num_inference_steps=_integer(frame, "num_inference_steps", 1, 8),
+        guidance_scale=_number(frame, "guidance_scale", 0.0, 20.0, default=None),
+        seed=_integer(frame, "seed", 0, SEED_MAX),
+        negative_prompt=negative,
+        sync_mode=sync_mode,
+        output_format=output_format,
+        request_id=rid,
+    )
+
+
+def _parse_image(frame: dict[str, Any], encoding: Encoding) -> bytes:
+    raw = frame.get("image_bytes")
+    if raw is not None:
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            if not raw:
+                raise ValidationError("image_bytes", "is empty")
+            return bytes(raw)
+        hint = "; JSON frames carry images in image_url" if encoding is Encoding.JSON else ""
+        raise ValidationError("image_bytes", f"must be binary, got {type(raw).__name__}{hint}")
+    url = frame.get("image_url")
+    if url is None:
+        raise ValidationError("image", "one of image_bytes and image_url is required")
+    if not isinstance(url, str):
+        raise ValidationError("image_url", f"must be a string, got {type(url).__name__}")
+    match = _DATA_URL.match(url)
+    if not match:
+        raise ValidationError("image_url", "must be a data:image/(png|jpeg|webp);base64, URL")
+    try:
+        data = base64.b64decode(url[match.end() :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("image_url", "is not valid base64") from None
+    if not data:
+        raise ValidationError("image_url", "holds no image data")
+    return data
+
+
+def _parse_size(frame: dict[str, Any]) -> tuple[int, int]:
+    size = frame.get("image_size")
+    if size is not None:
+        if isinstance(size, str):
+            if size not in NAMED_SIZES:
+                names = ", ".join(NAMED_SIZES)
+                raise ValidationError("image_size", f"unknown size {size!r}; use one of {names} or {{width, height}}")
+            return NAMED_SIZES[size]
+        if isinstance(size, dict):
+            return _dimension(size, "width", "image_size.width"), _dimension(size, "height", "image_size.height")
+        raise ValidationError("image_size", "must be a size name or a map with width and height")
+    if "width" in frame or "height" in frame:
+        return _dimension(frame, "width", "width"), _dimension(frame, "height", "height")
+    return 512, 512
+
+
+def _dimension(source: dict[str, Any], key: str, field: str) -> int:
+    low, high = SIZE_RANGE
+    value = source.get(key)
+    if value is None:
+        raise ValidationError(field, "is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= high or value % 8:
+        raise ValidationError(field, f"must be a multiple of 8 from {low} to {high}, got {value}")
+    return value
+
+
+def _number(frame: dict[str, Any], key: str, low: float, high: float, *, default: float | None) -> Any:
+    value = frame.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(key, f"must be a number, got {type(value).__name__}")
+    if not low <= value <= high:  # also false for NaN
+        raise ValidationError(key, f"must be from {low:g} to {high:g}, got {value!r}")
+    return float(value)
+
+
+def _integer(frame: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = frame.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(key, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValidationError(key, f"must be from {low} to {high}, got {value}")
+    return value
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def result_payload(
+    request: ImageRequest,
+    *,
+    image: bytes,
+    width: int,
+    height: int,
+    content_type: str,
+    seed: int,
+    inference_seconds: float,
+    encoding: Encoding,
+) -> dict[str, Any]:
+    """The result map. JSON has no bytes, so text frames always get a data URL."""
+    entry: dict[str, Any] = {"width": width, "height": height, "content_type": content_type}
+    if request.sync_mode or encoding is Encoding.JSON:
+        entry["url"] = f"data:{content_type};base64,{base64.b64encode(image).decode('ascii')}"
+    else:
+        entry["content"] = image
+    payload: dict[str, Any] = {
+        "images": [entry],
+        "seed": seed,
+        "timings": {"inference": round(inference_seconds, 6)},
+    }
+    if request.request_id is not None:
+        payload["request_id"] = request.request_id
+    return payload

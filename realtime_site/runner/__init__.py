@@ -1,0 +1,1 @@
+"""The inference runner: its own process, never imports Django (PROTOCOL.md section 5)."""

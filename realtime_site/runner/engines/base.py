@@ -1,0 +1,87 @@
+"""The engine interface: load, warm up, infer, describe.
+
+An engine is created from its app's options (strings, from ``--apps``), loaded once in a worker
+thread, and then called from at most ``workers`` threads at a time.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from realtime_site.protocol import ImageRequest
+from realtime_site.runner.imaging import decode_image, encode_image
+
+__all__ = ["Engine", "EngineOutput", "EngineUnavailable", "ImageEngine", "option_float", "option_int"]
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot serve: missing package, weights or hardware. The message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOutput:
+    image: bytes
+    content_type: str
+    width: int
+    height: int
+
+
+class Engine(abc.ABC):
+    name: ClassVar[str]
+    workers: int = 1  # how many infer() calls may run at once
+
+    def load(self) -> None:
+        """Load weights; raise EngineUnavailable with the reason when that cannot be done."""
+
+    def warm_up(self) -> None:
+        """Run once before serving so the first user does not pay for lazy initialisation."""
+
+    @abc.abstractmethod
+    def infer(self, request: ImageRequest, seed: int) -> EngineOutput:
+        """Answer one validated input. Runs in a worker thread, never on the event loop."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "workers": self.workers}
+
+
+class ImageEngine(Engine):
+    """An engine that maps an RGB image to an RGB image of the same size."""
+
+    def infer(self, request: ImageRequest, seed: int) -> EngineOutput:
+        source = decode_image(request.image, request.width, request.height)
+        result = self.transform(source, request, seed)
+        data, content_type = encode_image(result, request.output_format)
+        return EngineOutput(data, content_type, *result.size)
+
+    @abc.abstractmethod
+    def transform(self, image: Image.Image, request: ImageRequest, seed: int) -> Image.Image: ...
+
+
+def option_int(options: dict[str, str], key: str, default: int, *, low: int, high: int) -> int:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"option {key}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise ValueError(f"option {key}={value} must be from {low} to {high}")
+    return value
+
+
+def option_float(options: dict[str, str], key: str, default: float, *, low: float, high: float) -> float:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"option {key}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ValueError(f"option {key}={value} must be from {low} to {high}")
+    return value

@@ -1,0 +1,39 @@
+"""``local/echo``: no model. The input image comes back at the requested size and format.
+
+When the input already has that size and format and is structurally complete, its bytes are
+returned as they are (nothing to re-encode); otherwise it is decoded and re-encoded. ``delay_ms``
+makes a deliberately slow engine for tests and benchmarks of the scheduler.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from realtime_site.protocol import OUTPUT_FORMATS, ImageRequest, ValidationError
+from realtime_site.runner.engines.base import Engine, EngineOutput, option_float, option_int
+from realtime_site.runner.imaging import decode_image, encode_image, is_complete, probe_image
+
+
+class EchoEngine(Engine):
+    name = "echo"
+
+    def __init__(self, options: dict[str, str]):
+        self.delay = option_float(options, "delay_ms", 0.0, low=0.0, high=60_000.0) / 1000.0
+        self.workers = option_int(options, "workers", 2, low=1, high=64)
+
+    def infer(self, request: ImageRequest, seed: int) -> EngineOutput:
+        if self.delay:
+            time.sleep(self.delay)
+        probe = probe_image(request.image)
+        same_shape = (probe.width, probe.height) == (request.width, request.height)
+        if same_shape and probe.format == request.output_format:
+            if not is_complete(request.image, probe.format):
+                raise ValidationError("image", "is truncated or corrupt")
+            return EngineOutput(request.image, OUTPUT_FORMATS[probe.format], probe.width, probe.height)
+        image = decode_image(request.image, request.width, request.height)
+        data, content_type = encode_image(image, request.output_format)
+        return EngineOutput(data, content_type, request.width, request.height)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "delay_ms": self.delay * 1000}

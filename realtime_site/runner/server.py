@@ -1,0 +1,221 @@
+"""The runner's WebSocket server: admission, ``/healthz``, and the process lifecycle.
+
+Startup loads every app, then listens; SIGTERM stops new connections, lets the inputs already in
+inference finish and be delivered, closes every connection with 1001 and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from realtime_site.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    MAX_BUFFERING_RANGE,
+    ErrorCode,
+    error_message,
+    parse_app_path,
+)
+from realtime_site.runner.apps import AppState, RunnerApp
+from realtime_site.runner.session import Session, SessionOptions
+
+__all__ = ["CloseCode", "Runner", "RunnerConfig", "is_loopback"]
+
+log = logging.getLogger("realtime_site.runner")
+
+
+class CloseCode:
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    BAD_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    NOT_FOUND = 4404
+    UNAVAILABLE = 4503
+
+
+@dataclass
+class RunnerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    secret: str | None = None
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    idle_timeout: float = 300.0
+    drain_timeout: float = 30.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Refusal(Exception):
+    def __init__(self, code: ErrorCode, reason: str, close_code: int):
+        super().__init__(reason)
+        self.code, self.reason, self.close_code = code, reason, close_code
+
+
+class Runner:
+    def __init__(self, config: RunnerConfig, apps: list[RunnerApp]):
+        self.config = config
+        self.apps = {app.app_id: app for app in apps}
+        self.draining = asyncio.Event()
+        self.started = time.time()
+        self.server: Server | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> Server:
+        self.server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            compression=None,  # images are compressed already; deflate costs ~10 ms a frame
+            # Frames over the cap are refused with PAYLOAD_TOO_LARGE and the connection lives on;
+            # only frames over twice the cap close it (1009), bounding memory per connection.
+            max_size=2 * self.config.max_frame_bytes,
+            ping_interval=20,
+            ping_timeout=20,
+            close_timeout=5,
+            server_header="realtime-runner",
+        )
+        return self.server
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def serve_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop listening, finish the inputs in inference, close connections with 1001."""
+        assert self.server is not None
+        log.info("shutting down: finishing inputs in inference")
+        self.draining.set()
+        self.server.server.close()  # stop accepting; open connections stay for now
+        schedulers = [app.scheduler for app in self.apps.values() if app.scheduler is not None]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.stop() for s in schedulers)), self.config.drain_timeout)
+        except TimeoutError:
+            log.warning("drain timeout after %.0f s; closing anyway", self.config.drain_timeout)
+        self.server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="runner shutting down")
+        await self.server.wait_closed()
+        for app in self.apps.values():
+            await asyncio.to_thread(app.shutdown)
+        log.info("stopped")
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        apps = [app.describe() for app in self.apps.values()]
+        return {
+            "status": "draining" if self.draining.is_set() else "ok",
+            "apps": apps,
+            "connections": sum(a.get("load", {}).get("connections", 0) for a in apps),
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "auth": "secret" if self.config.secret else "loopback-only",
+        }
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path == "/healthz":
+            body = json.dumps(self.health()).encode()
+            status = 503 if self.draining.is_set() else 200
+            headers = Headers(
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"),
+                    ("Connection", "close"),
+                ]
+            )
+            return Response(status, "OK" if status == 200 else "Service Unavailable", headers, body)
+        if self.draining.is_set():
+            return connection.respond(503, "runner is shutting down\n")
+        return None
+
+    # -- WebSocket ----------------------------------------------------------------------------
+
+    def _admit(self, ws: ServerConnection) -> tuple[RunnerApp, SessionOptions]:
+        request = ws.request
+        assert request is not None
+        if self.config.secret is not None:
+            given = request.headers.get("Authorization", "")
+            expected = f"Bearer {self.config.secret}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise _Refusal(ErrorCode.UNAUTHORIZED, "this runner accepts only its gateway", CloseCode.UNAUTHORIZED)
+        url = urlsplit(request.path)
+        try:
+            app_id, sub_path = parse_app_path(url.path)
+        except ValueError as exc:
+            raise _Refusal(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
+        app = self.apps.get(app_id)
+        if app is None:
+            raise _Refusal(ErrorCode.APP_UNAVAILABLE, f"no app {app_id!r} on this runner", CloseCode.NOT_FOUND)
+        if sub_path not in app.spec.paths:
+            paths = ", ".join(app.spec.paths)
+            raise _Refusal(
+                ErrorCode.APP_UNAVAILABLE,
+                f"app {app_id!r} has no path {sub_path!r} (paths: {paths})",
+                CloseCode.NOT_FOUND,
+            )
+        if app.state is not AppState.READY:
+            raise _Refusal(
+                ErrorCode.APP_UNAVAILABLE, f"app {app_id!r} is unavailable: {app.reason}", CloseCode.UNAVAILABLE
+            )
+        query = parse_qs(url.query)
+        return app, SessionOptions(
+            max_buffering=self._max_buffering(query),
+            timings=query.get("timings", ["0"])[-1] in ("1", "true"),
+            max_frame_bytes=self.config.max_frame_bytes,
+            idle_timeout=self.config.idle_timeout,
+        )
+
+    @staticmethod
+    def _max_buffering(query: dict[str, list[str]]) -> int:
+        raw = query.get("max_buffering", ["1"])[-1]
+        low, high = MAX_BUFFERING_RANGE
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise _Refusal(
+                ErrorCode.VALIDATION_ERROR,
+                f"max_buffering: must be an integer from {low} to {high}, got {raw[:20]!r}",
+                CloseCode.BAD_REQUEST,
+            )
+        return int(raw)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        try:
+            app, options = self._admit(ws)
+        except _Refusal as refusal:
+            log.info("connection refused: %s (%s)", refusal.code.value, refusal.reason)
+            try:
+                await ws.send(error_message(refusal.code, refusal.reason))
+                await ws.close(refusal.close_code, refusal.code.value)
+            except ConnectionClosed:
+                pass
+            return
+        log.info("connection open: app=%s max_buffering=%d", app.app_id, options.max_buffering)
+        await Session(ws, app, options, draining=self.draining).run()

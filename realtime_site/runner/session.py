@@ -1,0 +1,156 @@
+"""One client connection to one app: read frames, validate, schedule, deliver results in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from realtime_site.protocol import (
+    SEED_MAX,
+    Encoding,
+    ErrorCode,
+    ImageRequest,
+    ProtocolError,
+    decode_frame,
+    encode_frame,
+    error_message,
+    parse_request,
+    result_payload,
+    timings_message,
+)
+from realtime_site.runner.apps import RunnerApp
+from realtime_site.runner.engines import Engine, EngineOutput
+
+__all__ = ["Session", "SessionOptions"]
+
+log = logging.getLogger("realtime_site.runner")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    max_buffering: int = 1
+    timings: bool = False  # send x-fal-message timings after each result
+    max_frame_bytes: int = 8 * 1024 * 1024
+    idle_timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    request: ImageRequest
+    encoding: Encoding
+
+
+def _timed_infer(engine: Engine, request: ImageRequest, seed: int) -> tuple[EngineOutput, float]:
+    started = time.perf_counter()
+    output = engine.infer(request, seed)
+    return output, time.perf_counter() - started
+
+
+class Session:
+    def __init__(self, ws: ServerConnection, app: RunnerApp, options: SessionOptions, *, draining: asyncio.Event):
+        assert app.engine is not None and app.scheduler is not None
+        self.ws = ws
+        self.app = app
+        self.engine = app.engine
+        self.options = options
+        self.draining = draining
+        self.lane = app.scheduler.open_lane(options.max_buffering, self._execute, self._deliver)
+        self.frames_in = 0
+        self.results_out = 0
+        self.errors = 0
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(self.ws.recv(), self.options.idle_timeout)
+                except TimeoutError:
+                    if self.lane.busy:
+                        continue
+                    await self._send_error(ErrorCode.TIMEOUT, f"no input for {self.options.idle_timeout:g} seconds")
+                    await self.ws.close(1000, "idle timeout")
+                    return
+                except ConnectionClosed:
+                    return
+                await self._on_message(message)
+        finally:
+            self.lane.close()
+            log.info(
+                "connection closed: app=%s frames_in=%d results_out=%d errors=%d dropped=%d",
+                self.app.app_id,
+                self.frames_in,
+                self.results_out,
+                self.errors,
+                self.lane.buffer.dropped,
+            )
+
+    async def _on_message(self, message: bytes | str) -> None:
+        self.frames_in += 1
+        size = len(message) if isinstance(message, bytes) else len(message.encode())
+        if size > self.options.max_frame_bytes:
+            await self._send_error(
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"frame is {size} bytes; the limit is {self.options.max_frame_bytes} bytes",
+            )
+            return
+        if self.draining.is_set():
+            await self._send_error(ErrorCode.RUNNER_UNAVAILABLE, "the runner is shutting down")
+            return
+        try:
+            frame, encoding = decode_frame(message)
+            request = parse_request(frame, encoding=encoding)
+        except ProtocolError as exc:
+            await self._send_error(exc.code, exc.reason, exc.request_id)
+            return
+        self.lane.submit(_Job(request, encoding))
+
+    async def _execute(self, job: _Job) -> tuple[bytes | str, float] | ProtocolError:
+        """Run the engine in a worker thread and encode the answer; never raises."""
+        request = job.request
+        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
+        loop = asyncio.get_running_loop()
+        try:
+            output, seconds = await loop.run_in_executor(self.app.executor, _timed_infer, self.engine, request, seed)
+        except ProtocolError as exc:
+            exc.request_id = request.request_id
+            return exc
+        except Exception:
+            log.exception("app %s: inference failed", self.app.app_id)
+            return ProtocolError("inference failed", code=ErrorCode.INTERNAL_ERROR, request_id=request.request_id)
+        payload = result_payload(
+            request,
+            image=output.image,
+            width=output.width,
+            height=output.height,
+            content_type=output.content_type,
+            seed=seed,
+            inference_seconds=seconds,
+            encoding=job.encoding,
+        )
+        return encode_frame(payload, job.encoding), seconds
+
+    async def _deliver(self, job: _Job, outcome: tuple[bytes | str, float] | ProtocolError) -> None:
+        if isinstance(outcome, ProtocolError):
+            await self._send_error(outcome.code, outcome.reason, outcome.request_id)
+            return
+        frame, seconds = outcome
+        try:
+            await self.ws.send(frame)
+            self.results_out += 1
+            if self.options.timings:
+                await self.ws.send(timings_message(seconds))
+        except ConnectionClosed:
+            pass
+
+    async def _send_error(self, code: ErrorCode, reason: str, request_id: Any = None) -> None:
+        self.errors += 1
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(error_message(code, reason, request_id))
