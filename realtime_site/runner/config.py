@@ -56,7 +56,7 @@ def _parse_item(item: str) -> AppSpec:
     if not engine:
         raise ValueError(f"app {app_id!r}: engine name missing after '='")
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
-    paths = tuple(options.pop("paths", "realtime").split("+"))
+    paths = tuple(re.split(r"[+\s]+", options.pop("paths", "realtime").strip()))  # "+" may arrive as a space
     for path in paths:
         if not _PATH.match(path):
             raise ValueError(f"app {app_id!r}: invalid path {path!r}")

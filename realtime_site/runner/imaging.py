@@ -35,24 +35,24 @@ class Probe:
     height: int
 
 
+def _too_large(size: str) -> ValidationError:
+    return ValidationError("image", f"is {size}; each side may be at most {MAX_INPUT_SIDE} pixels")
+
+
 def _open(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS))
-    except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise _too_large("too large (a decompression bomb)") from None
+    except UnidentifiedImageError:
         raise ValidationError("image", "is not a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError, struct.error) as exc:
         raise ValidationError("image", f"cannot be read ({exc})") from None
     width, height = img.size
-    if (
-        width < 1
-        or height < 1
-        or width > MAX_INPUT_SIDE
-        or height > MAX_INPUT_SIDE
-        or width * height > MAX_INPUT_PIXELS
-    ):
-        raise ValidationError("image", f"is {width}x{height}; each side may be at most {MAX_INPUT_SIDE} pixels")
+    if not (0 < width <= MAX_INPUT_SIDE and 0 < height <= MAX_INPUT_SIDE and width * height <= MAX_INPUT_PIXELS):
+        raise _too_large(f"{width}x{height}")
     return img
 
 

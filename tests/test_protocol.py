@@ -1,0 +1,146 @@
+"""Frames and input validation, without a socket."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import msgpack
+import pytest
+
+from realtime_site.protocol import (
+    Encoding,
+    ErrorCode,
+    ImageRequest,
+    ValidationError,
+    decode_frame,
+    encode_frame,
+    error_message,
+    parse_app_path,
+    parse_request,
+    result_payload,
+)
+
+PNG = b"\x89PNG fake"
+
+
+def frame(**fields: object) -> dict:
+    return {"prompt": "a cat", "image_bytes": PNG, **fields}
+
+
+def test_parse_request_defaults() -> None:
+    request = parse_request(frame(), encoding=Encoding.MSGPACK)
+    assert (request.width, request.height) == (512, 512)
+    assert request.strength == 0.5
+    assert request.seed is None and request.sync_mode is False and request.output_format == "jpeg"
+
+
+def test_parse_request_named_and_explicit_sizes() -> None:
+    assert parse_request(frame(image_size="landscape_4_3"), encoding=Encoding.MSGPACK).width == 1024
+    request = parse_request(frame(image_size={"width": 256, "height": 128}), encoding=Encoding.MSGPACK)
+    assert (request.width, request.height) == (256, 128)
+    request = parse_request(frame(width=64, height=1024), encoding=Encoding.MSGPACK)
+    assert (request.width, request.height) == (64, 1024)
+
+
+def test_parse_request_ignores_unknown_fields_and_echoes_request_id() -> None:
+    request = parse_request(frame(request_id="r-1", whatever=[1, 2]), encoding=Encoding.MSGPACK)
+    assert request.request_id == "r-1"
+
+
+def test_parse_request_image_url_data_url() -> None:
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    request = parse_request({"prompt": "x", "image_url": url}, encoding=Encoding.JSON)
+    assert request.image == PNG
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"prompt": None}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x" * 2001}, "prompt"),
+        ({"prompt": 5}, "prompt"),
+        ({"image_bytes": None}, "image"),
+        ({"image_bytes": b""}, "image_bytes"),
+        ({"image_bytes": "not bytes"}, "image_bytes"),
+        ({"image_bytes": None, "image_url": "https://example.com/a.png"}, "image_url"),
+        ({"image_bytes": None, "image_url": "data:image/png;base64,!!!"}, "image_url"),
+        ({"strength": 1.5}, "strength"),
+        ({"strength": float("nan")}, "strength"),
+        ({"strength": True}, "strength"),
+        ({"strength": "0.5"}, "strength"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"num_inference_steps": 2.5}, "num_inference_steps"),
+        ({"guidance_scale": 21}, "guidance_scale"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        ({"image_size": "huge"}, "image_size"),
+        ({"image_size": {"width": 100, "height": 512}}, "image_size.width"),
+        ({"image_size": {"width": 512}}, "image_size.height"),
+        ({"width": 2048, "height": 512}, "width"),
+        ({"image_size": 512}, "image_size"),
+        ({"sync_mode": "yes"}, "sync_mode"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"negative_prompt": 3}, "negative_prompt"),
+        ({"request_id": {"a": 1}}, "request_id"),
+    ],
+)
+def test_parse_request_names_the_bad_field(fields: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_request(frame(**fields), encoding=Encoding.MSGPACK)
+    assert caught.value.field == field
+    assert caught.value.reason.startswith(field + ":")
+    assert caught.value.code is ErrorCode.VALIDATION_ERROR
+
+
+def test_validation_error_carries_request_id() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_request(frame(strength=9, request_id=42), encoding=Encoding.MSGPACK)
+    assert json.loads(caught.value.message())["request_id"] == 42
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"\xc1", "not valid msgpack"),
+        (msgpack.packb([1, 2]), "must be a msgpack map"),
+        (msgpack.packb({1: "int key"}), "not valid msgpack"),
+        ("{not json", "not valid JSON"),
+        ("[1]", "must be a JSON object"),
+    ],
+)
+def test_decode_frame_rejects_garbage(data: bytes | str, problem: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        decode_frame(data)
+    assert caught.value.field == "frame" and problem in caught.value.reason
+
+
+def test_decode_frame_reports_encoding() -> None:
+    assert decode_frame(msgpack.packb({"a": 1}))[1] is Encoding.MSGPACK
+    assert decode_frame('{"a": 1}')[1] is Encoding.JSON
+
+
+def test_result_payload_content_url_and_json() -> None:
+    request = ImageRequest(prompt="x", image=PNG, width=64, height=64, request_id=7)
+    kwargs = dict(image=b"img", width=64, height=64, content_type="image/jpeg", seed=3, inference_seconds=0.01)
+    binary = result_payload(request, encoding=Encoding.MSGPACK, **kwargs)
+    assert binary["images"][0]["content"] == b"img" and binary["request_id"] == 7 and binary["seed"] == 3
+    text = result_payload(request, encoding=Encoding.JSON, **kwargs)
+    assert text["images"][0]["url"] == "data:image/jpeg;base64," + base64.b64encode(b"img").decode()
+    json.loads(encode_frame(text, Encoding.JSON))  # serialisable
+    sync = ImageRequest(prompt="x", image=PNG, width=64, height=64, sync_mode=True)
+    assert "url" in result_payload(sync, encoding=Encoding.MSGPACK, **kwargs)["images"][0]
+
+
+def test_error_message_shape() -> None:
+    message = json.loads(error_message(ErrorCode.TIMEOUT, "idle", "r"))
+    assert message == {"type": "x-fal-error", "error": "TIMEOUT", "reason": "idle", "request_id": "r"}
+
+
+def test_parse_app_path() -> None:
+    assert parse_app_path("/fal-ai/fast-lcm-diffusion/realtime") == ("fal-ai/fast-lcm-diffusion", "realtime")
+    assert parse_app_path("/local/echo/a/b?x=1") == ("local/echo", "a/b")
+    for bad in ("/", "/local/echo", "/../x/realtime", "/a b/c/realtime"):
+        with pytest.raises(ValueError):
+            parse_app_path(bad)
