@@ -16,7 +16,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from realtime_site.protocol import OUTPUT_FORMATS, ValidationError
 
-__all__ = ["MAX_INPUT_PIXELS", "MAX_INPUT_SIDE", "Probe", "decode_image", "encode_image", "probe_image"]
+__all__ = [
+    "MAX_INPUT_PIXELS",
+    "MAX_INPUT_SIDE",
+    "Probe",
+    "decode_image",
+    "encode_image",
+    "is_complete",
+    "probe_image",
+    "quick_probe",
+]
 
 MAX_INPUT_SIDE = 4096
 MAX_INPUT_PIXELS = 4096 * 4096
@@ -60,6 +69,57 @@ def probe_image(data: bytes) -> Probe:
     """Read the header only: format and size, with the same limits as ``decode_image``."""
     img = _open(data)
     return Probe(_PIL_FORMATS[img.format], *img.size)
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 9 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return width, height
+        pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8X" and len(data) >= 30:
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    return None
+
+
+def quick_probe(data: bytes) -> Probe | None:
+    """Format and size from the header bytes alone; None when unsure.
+
+    Only used to decide that no pixel work is needed (echo's pass-through), where it is on the
+    frame path: about 1.5 us against Pillow's 17 us and the imagesize package's 9 us here.
+    Anything that is decoded goes through ``decode_image`` and its checks.
+    """
+    size: tuple[int, int] | None = None
+    if data[:3] == b"\xff\xd8\xff":
+        fmt, size = "jpeg", _jpeg_size(data)
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        fmt, size = "png", struct.unpack_from(">II", data, 16)
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        fmt, size = "webp", _webp_size(data)
+    if size is None or not (0 < size[0] <= MAX_INPUT_SIDE and 0 < size[1] <= MAX_INPUT_SIDE):
+        return None
+    return Probe(fmt, *size)
 
 
 def is_complete(data: bytes, fmt: str) -> bool:

@@ -68,20 +68,17 @@ class Session:
         self.errors = 0
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_input = loop.time()
+        watchdog = loop.create_task(self._close_when_idle())
         try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(self.ws.recv(), self.options.idle_timeout)
-                except TimeoutError:
-                    if self.lane.busy:
-                        continue
-                    await self._send_error(ErrorCode.TIMEOUT, f"no input for {self.options.idle_timeout:g} seconds")
-                    await self.ws.close(1000, "idle timeout")
-                    return
-                except ConnectionClosed:
-                    return
+            async for message in self.ws:
+                self._last_input = loop.time()
                 await self._on_message(message)
+        except ConnectionClosed:
+            pass
         finally:
+            watchdog.cancel()
             self.lane.close()
             log.info(
                 "connection closed: app=%s frames_in=%d results_out=%d errors=%d dropped=%d",
@@ -91,6 +88,19 @@ class Session:
                 self.errors,
                 self.lane.buffer.dropped,
             )
+
+    async def _close_when_idle(self) -> None:
+        """TIMEOUT after ``idle_timeout`` seconds with no input and nothing in hand (one timer, not one per frame)."""
+        loop = asyncio.get_running_loop()
+        idle = self.options.idle_timeout
+        while True:
+            await asyncio.sleep(max(0.0, self._last_input + idle - loop.time()))
+            if self.lane.busy:
+                self._last_input = loop.time()
+            elif loop.time() - self._last_input >= idle:
+                await self._send_error(ErrorCode.TIMEOUT, f"no input for {idle:g} seconds")
+                await self.ws.close(1000, "idle timeout")
+                return
 
     async def _on_message(self, message: bytes | str) -> None:
         self.frames_in += 1
@@ -110,10 +120,31 @@ class Session:
         except ProtocolError as exc:
             await self._send_error(exc.code, exc.reason, exc.request_id)
             return
-        self.lane.submit(_Job(request, encoding))
+        job = _Job(request, encoding)
+        if not self.lane.busy:  # nothing ahead of it: an answer that needs no work goes out at once
+            outcome = self._answer_without_work(job)
+            if outcome is not None:
+                await self._deliver(job, outcome)
+                return
+        self.lane.submit(job)
+
+    def _answer_without_work(self, job: _Job) -> tuple[bytes | str, float] | ProtocolError | None:
+        started = time.perf_counter()
+        try:
+            output = self.engine.answer_without_work(job.request)
+        except ProtocolError as exc:
+            exc.request_id = job.request.request_id
+            return exc
+        if output is None:
+            return None
+        seed = job.request.seed if job.request.seed is not None else 0
+        return self._encode(job, output, seed, time.perf_counter() - started)
 
     async def _execute(self, job: _Job) -> tuple[bytes | str, float] | ProtocolError:
         """Run the engine in a worker thread and encode the answer; never raises."""
+        quick = self._answer_without_work(job)
+        if quick is not None:
+            return quick
         request = job.request
         seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
         loop = asyncio.get_running_loop()
@@ -125,8 +156,12 @@ class Session:
         except Exception:
             log.exception("app %s: inference failed", self.app.app_id)
             return ProtocolError("inference failed", code=ErrorCode.INTERNAL_ERROR, request_id=request.request_id)
+        return self._encode(job, output, seed, seconds)
+
+    @staticmethod
+    def _encode(job: _Job, output: EngineOutput, seed: int, seconds: float) -> tuple[bytes | str, float]:
         payload = result_payload(
-            request,
+            job.request,
             image=output.image,
             width=output.width,
             height=output.height,

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from realtime_site.protocol import ValidationError
-from realtime_site.runner.imaging import decode_image, encode_image, is_complete, probe_image
+from realtime_site.runner.imaging import decode_image, encode_image, is_complete, probe_image, quick_probe
 from tests.conftest import drawing, encode
 
 
@@ -68,3 +68,21 @@ def test_encode_round_trip(fmt: str) -> None:
     data, content_type = encode_image(drawing(64, 32), fmt)
     assert content_type == f"image/{fmt}"
     assert Image.open(io.BytesIO(data)).size == (64, 32)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}), ("WEBP", {}), ("WEBP", {"lossless": True})],
+)
+@pytest.mark.parametrize("size", [(64, 48), (517, 1023)])
+def test_quick_probe_agrees_with_pillow(fmt: str, options: dict, size: tuple[int, int]) -> None:
+    data = encode(drawing(*size), fmt, **options)
+    probe = quick_probe(data)
+    assert probe == probe_image(data)
+
+
+def test_quick_probe_gives_up_on_what_it_cannot_read() -> None:
+    rgba = encode(Image.new("RGBA", (40, 30), (1, 2, 3, 4)), "WEBP")  # VP8X with alpha
+    assert quick_probe(rgba) == probe_image(rgba)
+    for data in (b"", b"\xff\xd8\xff", b"GIF89a....", png_header_only(5000, 10), encode(drawing(64, 64))[:20]):
+        assert quick_probe(data) is None

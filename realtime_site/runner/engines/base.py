@@ -44,6 +44,11 @@ class Engine(abc.ABC):
     def infer(self, request: ImageRequest, seed: int) -> EngineOutput:
         """Answer one validated input. Runs in a worker thread, never on the event loop."""
 
+    def answer_without_work(self, request: ImageRequest) -> EngineOutput | None:
+        """An answer that needs no pixel work (header checks at most), given on the event loop
+        to save the thread hop; None sends the input to ``infer`` in a worker thread."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "workers": self.workers}
 

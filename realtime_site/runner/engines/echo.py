@@ -12,7 +12,7 @@ from typing import Any
 
 from realtime_site.protocol import OUTPUT_FORMATS, ImageRequest, ValidationError
 from realtime_site.runner.engines.base import Engine, EngineOutput, option_float, option_int
-from realtime_site.runner.imaging import decode_image, encode_image, is_complete, probe_image
+from realtime_site.runner.imaging import decode_image, encode_image, is_complete, quick_probe
 
 
 class EchoEngine(Engine):
@@ -22,18 +22,32 @@ class EchoEngine(Engine):
         self.delay = option_float(options, "delay_ms", 0.0, low=0.0, high=60_000.0) / 1000.0
         self.workers = option_int(options, "workers", 2, low=1, high=64)
 
+    def answer_without_work(self, request: ImageRequest) -> EngineOutput | None:
+        return None if self.delay else self._pass_through(request)
+
     def infer(self, request: ImageRequest, seed: int) -> EngineOutput:
         if self.delay:
             time.sleep(self.delay)
-        probe = probe_image(request.image)
-        same_shape = (probe.width, probe.height) == (request.width, request.height)
-        if same_shape and probe.format == request.output_format:
-            if not is_complete(request.image, probe.format):
-                raise ValidationError("image", "is truncated or corrupt")
-            return EngineOutput(request.image, OUTPUT_FORMATS[probe.format], probe.width, probe.height)
+        same = self._pass_through(request)
+        if same is not None:
+            return same
         image = decode_image(request.image, request.width, request.height)
         data, content_type = encode_image(image, request.output_format)
         return EngineOutput(data, content_type, request.width, request.height)
+
+    @staticmethod
+    def _pass_through(request: ImageRequest) -> EngineOutput | None:
+        """The input itself, when it already has the requested size and format."""
+        probe = quick_probe(request.image)
+        if probe is None or (probe.width, probe.height, probe.format) != (
+            request.width,
+            request.height,
+            request.output_format,
+        ):
+            return None
+        if not is_complete(request.image, probe.format):
+            raise ValidationError("image", "is truncated or corrupt")
+        return EngineOutput(request.image, OUTPUT_FORMATS[probe.format], probe.width, probe.height)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "delay_ms": self.delay * 1000}
