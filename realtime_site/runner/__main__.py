@@ -45,6 +45,8 @@ async def _serve(runner: Runner) -> None:
     host = runner.config.host
     shown = f"[{host}]" if ":" in host else host
     print(f"runner listening on ws://{shown}:{runner.port}", flush=True)
+    print(f"  health:  http://{shown}:{runner.port}/healthz", flush=True)
+    print(f"  apps at: ws://{shown}:{runner.port}/OWNER/ALIAS/realtime   (Ctrl+C stops)", flush=True)
     await runner.serve_until_signalled()
 
 

@@ -16,6 +16,7 @@ def test_prompt_words_pick_styles_in_order_of_mention() -> None:
     assert styles_named_in("A Mosaic of a starry city") == [mosaic, starry]
     assert styles_named_in("in the style of Van Gogh") == [starry]  # two-word alias
     assert styles_named_in("a cat on a sofa") == []
+    assert styles_named_in("Starry Night over stained glass") == [starry, STYLE_NAMES.index("bold")]
 
 
 def test_weights_sum_to_one_and_blend_named_styles() -> None:

@@ -65,13 +65,18 @@ def _words(text: str) -> list[str]:
 
 
 def styles_named_in(text: str) -> list[int]:
-    """Indices of the styles named in ``text`` (one- and two-word phrases), in order of mention."""
+    """Indices of the styles named in ``text``, in order of mention. A two-word phrase wins over
+    its words: "starry night" is ``starry`` alone, not ``starry`` and ``midnight``."""
     words = _words(text)
     found: list[int] = []
-    for i, word in enumerate(words):
-        for phrase in (f"{word} {words[i + 1]}" if i + 1 < len(words) else None, word):
-            if phrase is not None and phrase in _PHRASES and _PHRASES[phrase] not in found:
-                found.append(_PHRASES[phrase])
+    i = 0
+    while i < len(words):
+        pair = f"{words[i]} {words[i + 1]}" if i + 1 < len(words) else ""
+        phrase, step = (pair, 2) if pair in _PHRASES else (words[i], 1)
+        index = _PHRASES.get(phrase)
+        if index is not None and index not in found:
+            found.append(index)
+        i += step
     return found
 
 
