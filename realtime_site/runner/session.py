@@ -14,6 +14,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from realtime_site.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
     SEED_MAX,
     Encoding,
     ErrorCode,
@@ -38,7 +39,7 @@ log = logging.getLogger("realtime_site.runner")
 class SessionOptions:
     max_buffering: int = 1
     timings: bool = False  # send x-fal-message timings after each result
-    max_frame_bytes: int = 8 * 1024 * 1024
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     idle_timeout: float = 300.0
 
 
@@ -46,6 +47,11 @@ class SessionOptions:
 class _Job:
     request: ImageRequest
     encoding: Encoding
+
+
+def _seed_of(request: ImageRequest) -> int:
+    """The input's seed, or a random one (returned in the result so the image can be repeated)."""
+    return request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
 
 
 def _timed_infer(engine: Engine, request: ImageRequest, seed: int) -> tuple[EngineOutput, float]:
@@ -137,8 +143,7 @@ class Session:
             return exc
         if output is None:
             return None
-        seed = job.request.seed if job.request.seed is not None else 0
-        return self._encode(job, output, seed, time.perf_counter() - started)
+        return self._encode(job, output, _seed_of(job.request), time.perf_counter() - started)
 
     async def _execute(self, job: _Job) -> tuple[bytes | str, float] | ProtocolError:
         """Run the engine in a worker thread and encode the answer; never raises."""
@@ -146,7 +151,7 @@ class Session:
         if quick is not None:
             return quick
         request = job.request
-        seed = request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
+        seed = _seed_of(request)
         loop = asyncio.get_running_loop()
         try:
             output, seconds = await loop.run_in_executor(self.app.executor, _timed_infer, self.engine, request, seed)
