@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 run: setup
-	$(PY) -m realtime_site.runner
+	$(PY) manage.py serve
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,9 +1,25 @@
-"""The gateway's ASGI application (``realtime_site.asgi:application``, run by daphne)."""
+"""The gateway's ASGI application (``realtime_site.asgi:application``, run by daphne).
+
+HTTP goes to Django. WebSockets get cookies and the lazy session (read only when a connection
+brings neither token nor key), then the realtime consumer; Origin is checked by admission for
+session connections, the only ones a foreign page could ride on.
+"""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_site.settings")
+django_application = get_asgi_application()  # set Django up before importing consumers
 
-application = get_asgi_application()
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
+
+from realtime_site.gateway.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        "websocket": SessionMiddlewareStack(URLRouter(websocket_urlpatterns)),
+    }
+)

@@ -30,6 +30,7 @@ __all__ = [
     "ProtocolError",
     "ValidationError",
     "decode_frame",
+    "dropped_message",
     "encode_frame",
     "error_message",
     "parse_app_path",
@@ -104,6 +105,14 @@ class ValidationError(ProtocolError):
 
 def error_message(code: ErrorCode, reason: str, request_id: Any = None) -> str:
     payload: dict[str, Any] = {"type": "x-fal-error", "error": code.value, "reason": reason}
+    if request_id is not None:
+        payload["request_id"] = request_id
+    return json.dumps(payload)
+
+
+def dropped_message(request_id: Any = None) -> str:
+    """Told to a gateway (``report_drops=1``) when the buffer displaced an input: usage counts it."""
+    payload: dict[str, Any] = {"type": "x-fal-message", "action": "dropped"}
     if request_id is not None:
         payload["request_id"] = request_id
     return json.dumps(payload)

@@ -13,7 +13,8 @@ from pathlib import Path
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("REALTIME_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR = Path(os.environ.get("REALTIME_VAR_DIR", BASE_DIR / "var"))  # local state, git-ignored
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -43,20 +44,49 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 # The runners the gateway relays to, and the secret they expect from it.
 RUNNER_URLS = env_list("RUNNER_URLS", "ws://127.0.0.1:8765")
 RUNNER_SECRET = os.environ.get("RUNNER_SECRET") or None
+RUNNER_HEALTH_INTERVAL = float(os.environ.get("RUNNER_HEALTH_INTERVAL", "2"))
 # Channel layer: Redis when REDIS_URL is set, else in-memory (one process).
 REDIS_URL = os.environ.get("REDIS_URL") or None
+CHANNEL_LAYERS = {
+    "default": (
+        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        if REDIS_URL
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    )
+}
+
+# Realtime tokens (PROTOCOL.md section 4). The signing key defaults to one derived from SECRET_KEY.
+REALTIME_JWT_SECRET = os.environ.get("REALTIME_JWT_SECRET") or None
+REALTIME_TOKEN_MAX_LIFETIME = min(3600, int(os.environ.get("REALTIME_TOKEN_MAX_LIFETIME", "120")))
+REALTIME_JWT_LEEWAY = 5  # seconds of clock skew tolerated on exp / nbf / iat
+# Per-user limits at the gateway; a user's UserLimits row overrides each (null: this default).
+REALTIME_MAX_CONNECTIONS = int(os.environ.get("REALTIME_MAX_CONNECTIONS", "8"))
+REALTIME_FRAMES_PER_MINUTE = int(os.environ.get("REALTIME_FRAMES_PER_MINUTE", "1800"))
+REALTIME_DAILY_FRAME_QUOTA = int(os.environ.get("REALTIME_DAILY_FRAME_QUOTA", "0")) or None  # 0: no quota
+REALTIME_MAX_FRAME_BYTES = int(os.environ.get("REALTIME_MAX_FRAME_BYTES", str(8 * 1024 * 1024)))
+# Origins whose pages may open WebSockets with the session cookie. Default: the allowed hosts,
+# over http and https, on any port of the run command (http://localhost:8000 ...).
+REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", "")
+# How often usage counts of open connections are written (closing connections are written at once).
+USAGE_FLUSH_INTERVAL = float(os.environ.get("USAGE_FLUSH_INTERVAL", "5"))
 
 INSTALLED_APPS = [
+    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",
+    "realtime_site.accounts",
+    "realtime_site.usage",
+    "realtime_site.gateway",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -86,10 +116,14 @@ ASGI_APPLICATION = "realtime_site.asgi.application"
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}",
         conn_max_age=60,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Gateway and tools may write at once: wait for the lock rather than fail.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -106,7 +140,23 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "frontend"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG  # in development, serve files without collectstatic
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"realtime_site": {"level": os.environ.get("REALTIME_LOG_LEVEL", "INFO")}},
+}

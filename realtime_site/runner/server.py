@@ -190,6 +190,7 @@ class Runner:
         return app, SessionOptions(
             max_buffering=self._max_buffering(query),
             timings=query.get("timings", ["0"])[-1] in ("1", "true"),
+            report_drops=query.get("report_drops", ["0"])[-1] in ("1", "true"),
             max_frame_bytes=self.config.max_frame_bytes,
             idle_timeout=self.config.idle_timeout,
         )

@@ -21,6 +21,7 @@ from realtime_site.protocol import (
     ImageRequest,
     ProtocolError,
     decode_frame,
+    dropped_message,
     encode_frame,
     error_message,
     parse_request,
@@ -39,6 +40,7 @@ log = logging.getLogger("realtime_site.runner")
 class SessionOptions:
     max_buffering: int = 1
     timings: bool = False  # send x-fal-message timings after each result
+    report_drops: bool = False  # send x-fal-message dropped when the buffer displaces an input
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     idle_timeout: float = 300.0
 
@@ -132,7 +134,10 @@ class Session:
             if outcome is not None:
                 await self._deliver(job, outcome)
                 return
-        self.lane.submit(job)
+        dropped = self.lane.submit(job)
+        if dropped is not None and self.options.report_drops:
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(dropped_message(dropped.request.request_id))
 
     def _answer_without_work(self, job: _Job) -> tuple[bytes | str, float] | ProtocolError | None:
         started = time.perf_counter()

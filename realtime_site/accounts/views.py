@@ -1,0 +1,114 @@
+"""Token endpoints (PROTOCOL.md section 4): ``POST /tokens/``, ``GET /api/fal/token``, ``POST /api/fal/proxy``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_header
+from realtime_site.accounts.models import ApiKey
+from realtime_site.accounts.tokens import ALIAS, MAX_APPS_PER_TOKEN, app_allowed, issue_token, token_lifetime
+from realtime_site.protocol import parse_app_path
+
+# The only target the proxy forwards to: fal's token endpoint, answered here.
+PROXY_TOKEN_PATH = "/tokens/"
+PROXY_TOKEN_HOSTS = {"rest.fal.ai", "rest.alpha.fal.ai"}
+
+
+def _error(status: int, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status)
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _token_request(body: bytes) -> tuple[list[str], int]:
+    """Parse fal's token request body: ``{"allowed_apps": [...], "token_expiration": 120}``."""
+    try:
+        data: Any = json.loads(body or b"{}")
+    except ValueError:
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    apps = data.get("allowed_apps")
+    if not isinstance(apps, list) or not 1 <= len(apps) <= MAX_APPS_PER_TOKEN:
+        raise BadRequest(f"allowed_apps must be a list of 1 to {MAX_APPS_PER_TOKEN} app aliases")
+    if not all(isinstance(a, str) and ALIAS.match(a) for a in apps):
+        raise BadRequest("allowed_apps holds something that is not an app alias")
+    try:
+        lifetime = token_lifetime(data.get("token_expiration"))
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return apps, lifetime
+
+
+def _issue_for(user: AbstractBaseUser, body: bytes, api_key: ApiKey | None) -> JsonResponse:
+    try:
+        apps, lifetime = _token_request(body)
+    except BadRequest as exc:
+        return _error(400, str(exc))
+    refused = [alias for alias in apps if not app_allowed(user, alias)]
+    if refused:
+        return _error(403, f"not allowed to use: {', '.join(refused)}")
+    # fal's clients parse the answer as a bare JSON string.
+    return JsonResponse(issue_token(user, apps, lifetime, api_key=api_key), safe=False)
+
+
+@csrf_exempt  # authenticated by the API key header, not by a cookie
+@require_POST
+def tokens(request: HttpRequest) -> JsonResponse:
+    try:
+        key = authenticate_key(*parse_key_header(request.headers.get("Authorization")))
+    except KeyRefused as exc:
+        return _error(401, str(exc))
+    return _issue_for(key.user, request.body, key)
+
+
+@require_GET
+def fal_token(request: HttpRequest) -> JsonResponse:
+    if not request.user.is_authenticated:
+        return _error(401, "log in first")
+    app = request.GET.get("app")
+    if not app:
+        return _error(400, "the app query parameter is required, e.g. ?app=local/stylize")
+    try:
+        app_id, _ = parse_app_path(app if app.count("/") >= 2 else f"{app}/realtime")
+    except ValueError as exc:
+        return _error(400, f"app: {exc}")
+    alias = app_id.split("/", 1)[1]
+    if not app_allowed(request.user, alias):
+        return _error(403, f"not allowed to use {app_id}")
+    lifetime = token_lifetime(None)
+    return JsonResponse({"token": issue_token(request.user, [alias], lifetime), "expires_in": lifetime})
+
+
+def _same_origin(request: HttpRequest) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a cross-site browser request (browsers send Origin on every POST)
+    return urlsplit(origin).netloc == request.get_host()
+
+
+# Session-authenticated, but fal's JS client sends no CSRF token; cross-site POSTs are refused by
+# their Origin instead (and the session cookie is SameSite=Lax, so they carry no session anyway).
+@csrf_exempt
+@require_POST
+def fal_proxy(request: HttpRequest) -> JsonResponse:
+    if not request.user.is_authenticated:
+        return _error(401, "log in first")
+    if not _same_origin(request):
+        return _error(403, "cross-origin requests are not allowed")
+    target = request.headers.get("x-fal-target-url")
+    if not target:
+        return _error(400, "the x-fal-target-url header is required")
+    url = urlsplit(target)
+    if url.path != PROXY_TOKEN_PATH or (url.hostname not in PROXY_TOKEN_HOSTS and url.netloc != request.get_host()):
+        return _error(400, f"this proxy only forwards to the token endpoint ({PROXY_TOKEN_PATH}), not {target[:200]}")
+    return _issue_for(request.user, request.body, None)

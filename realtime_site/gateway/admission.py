@@ -1,0 +1,134 @@
+"""Who may open a realtime connection, to which app (PROTOCOL.md section 4). Runs once at connect.
+
+Credentials, in order: ``fal_jwt_token`` in the query; ``Authorization: Key id:secret``; the Django
+session cookie, only from an allowed Origin (no cross-site WebSocket hijacking). A credential that
+is present but bad is refused; it never falls through to the next kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.http.request import split_domain_port, validate_host
+
+from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_header
+from realtime_site.accounts.tokens import TokenRefused, app_allowed, check_token
+from realtime_site.protocol import MAX_BUFFERING_RANGE, ErrorCode, parse_app_path
+from realtime_site.usage.models import AuthMethod
+
+__all__ = ["Admission", "CloseCode", "Refused", "admit", "has_credentials", "origin_allowed"]
+
+
+class CloseCode:
+    BAD_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    NOT_FOUND = 4404
+    TOO_MANY = 4429
+    UNAVAILABLE = 4503
+
+
+class Refused(Exception):
+    def __init__(self, code: ErrorCode, reason: str, close_code: int):
+        super().__init__(reason)
+        self.code, self.reason, self.close_code = code, reason, close_code
+
+
+@dataclass(frozen=True)
+class Admission:
+    user: AbstractBaseUser
+    app_id: str
+    sub_path: str
+    auth_method: str
+    max_buffering: int
+    timings: bool
+    api_key_id: int | None = None
+    token_id: str | None = None
+
+    @property
+    def alias(self) -> str:
+        return self.app_id.split("/", 1)[1]
+
+
+def has_credentials(scope: dict[str, Any]) -> bool:
+    """A token or a key is present (then the session is not even looked up)."""
+    return b"fal_jwt_token=" in scope.get("query_string", b"") or _header(scope, b"authorization") is not None
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def origin_allowed(origin: str | None) -> bool:
+    if not origin:
+        return False
+    if settings.REALTIME_ALLOWED_ORIGINS:
+        return origin in settings.REALTIME_ALLOWED_ORIGINS
+    url = urlsplit(origin)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return False
+    host, _ = split_domain_port(url.netloc)
+    return validate_host(host, settings.ALLOWED_HOSTS)
+
+
+def _unauthorized(reason: str) -> Refused:
+    return Refused(ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
+
+
+def _forbidden(reason: str) -> Refused:
+    return Refused(ErrorCode.FORBIDDEN, reason, CloseCode.FORBIDDEN)
+
+
+def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admission:
+    """Admit or refuse (sync: runs in the database thread; at most a few indexed reads)."""
+    try:
+        app_id, sub_path = parse_app_path(scope["path"])
+    except ValueError as exc:
+        raise Refused(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
+    alias = app_id.split("/", 1)[1]
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    raw = query.get("max_buffering", ["1"])[-1]
+    low, high = MAX_BUFFERING_RANGE
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise Refused(
+            ErrorCode.VALIDATION_ERROR,
+            f"max_buffering: must be an integer from {low} to {high}, got {raw[:20]!r}",
+            CloseCode.BAD_REQUEST,
+        )
+    common = {
+        "app_id": app_id,
+        "sub_path": sub_path,
+        "max_buffering": int(raw),
+        "timings": query.get("timings", ["0"])[-1] in ("1", "true"),
+    }
+    token = query.get("fal_jwt_token", [None])[-1]
+    authorization = _header(scope, b"authorization")
+    if token is not None:
+        try:
+            grant, record = check_token(token, alias)
+        except TokenRefused as exc:
+            raise (_forbidden(exc.reason) if exc.forbidden else _unauthorized(exc.reason)) from None
+        return Admission(record.user, auth_method=AuthMethod.JWT, token_id=grant.jti, **common)
+    if authorization is not None:
+        try:
+            key = authenticate_key(*parse_key_header(authorization))
+        except KeyRefused as exc:
+            raise _unauthorized(str(exc)) from None
+        if not app_allowed(key.user, alias):
+            raise _forbidden(f"not allowed to use app {app_id!r}")
+        return Admission(key.user, auth_method=AuthMethod.API_KEY, api_key_id=key.pk, **common)
+    if session_user is not None:
+        origin = _header(scope, b"origin")
+        if not origin_allowed(origin):
+            raise _forbidden(f"a session may only connect from this site's pages, not from origin {origin!r}")
+        if not app_allowed(session_user, alias):
+            raise _forbidden(f"not allowed to use app {app_id!r}")
+        return Admission(session_user, auth_method=AuthMethod.SESSION, **common)
+    raise _unauthorized("no credentials: send fal_jwt_token, an Authorization: Key header, or log in")

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class GatewayConfig(AppConfig):
+    name = "realtime_site.gateway"
+    label = "gateway"
+    verbose_name = "Realtime gateway"

@@ -1,0 +1,293 @@
+"""The realtime consumer: admit once at connect, then relay frames between client and runner.
+
+The frame path (``receive`` and ``_relay_from_runner``) touches no database, no session and no
+channel layer: a size check, the in-memory limiter, counters, and a send. Frames are relayed as they
+came (no image is decoded or re-encoded); only the runner's small JSON messages are parsed, and a
+result's ``timings`` is read without copying its image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+import msgpack
+import websockets
+from channels.auth import get_user
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials
+from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
+from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
+from realtime_site.protocol import ErrorCode, error_message
+from realtime_site.usage.recorder import Usage, recorder
+
+__all__ = ["RealtimeConsumer", "inference_seconds_of"]
+
+log = logging.getLogger("realtime_site.gateway")
+GATEWAY_NAME = f"{socket.gethostname()}:{os.getpid()}"
+RUNNER_META_PREFIX = '{"type": "x-fal-'  # how the runner's errors and meta messages begin
+UPSTREAM_OPEN_TIMEOUT = 5.0
+# Close codes with which a runner refuses a connection, after an x-fal-error we relay.
+RUNNER_REFUSALS = {CloseCode.BAD_REQUEST, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND, CloseCode.UNAVAILABLE}
+
+
+def inference_seconds_of(result: bytes) -> float:
+    """``timings.inference`` of a msgpack result, skipping (not copying) the image bytes."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(result)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "timings":
+                timings = unpacker.unpack()
+                value = timings.get("inference", 0.0) if isinstance(timings, dict) else 0.0
+                return float(value) if isinstance(value, (int, float)) else 0.0
+            unpacker.skip()
+    except (ValueError, msgpack.UnpackException, msgpack.OutOfData):
+        pass
+    return 0.0
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    admission: Admission | None = None
+    limits: EffectiveLimits | None = None
+    usage: Usage | None = None
+    upstream: ClientConnection | None = None
+    runner: RunnerState | None = None
+    reader: asyncio.Task[None] | None = None
+    closing = False
+    finished = False
+    slot_taken = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also on shutdown, when the server cancels this task: the usage record is written.
+            await asyncio.shield(self._finish(1001))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels would first close stale database connections in the database thread: one thread
+        # hop per frame. Frames never touch the database, so they skip it.
+        if message["type"] == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
+    # -- connect ------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self.accept()
+        try:
+            await self._admit()
+        except Refused as refusal:
+            log.info("refused: %s (%s)", refusal.code.value, refusal.reason)
+            await self.send(text_data=error_message(refusal.code, refusal.reason))
+            await self.close(refusal.close_code)
+            return
+        except Exception:
+            log.exception("admission failed")
+            await self.send(text_data=error_message(ErrorCode.INTERNAL_ERROR, "the server could not admit you"))
+            await self.close(1011)
+            return
+        await self._open_upstream()
+
+    async def _admit(self) -> None:
+        session_user = None
+        if not has_credentials(self.scope) and "session" in self.scope:
+            user = await get_user(self.scope)
+            session_user = user if user.is_authenticated else None
+        admission = await database_sync_to_async(admit)(self.scope, session_user)
+        pool = get_pool()
+        await pool.ready()
+        try:
+            pool.choose(admission.app_id)
+        except NoRunner as exc:
+            if exc.code is ErrorCode.APP_UNAVAILABLE:
+                close_code = CloseCode.UNAVAILABLE if exc.known else CloseCode.NOT_FOUND
+                raise Refused(exc.code, exc.reason, close_code) from None
+            # RUNNER_UNAVAILABLE: admitted all the same; the first input tries again.
+        limits = await database_sync_to_async(load_limits)(admission.user.pk)
+        over = limiter.connect(admission.user.pk, limits)
+        if over is not None:
+            raise Refused(ErrorCode.RATE_LIMITED, over, CloseCode.TOO_MANY)
+        self.slot_taken = True
+        self.admission, self.limits = admission, limits
+        headers = dict(self.scope.get("headers", []))
+        client = self.scope.get("client") or ("", 0)
+        self.usage = Usage(
+            user_id=admission.user.pk,
+            app=admission.app_id,
+            auth_method=admission.auth_method,
+            api_key_id=admission.api_key_id,
+            token_id=admission.token_id,
+            client_address=str(client[0]),
+            user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
+            gateway=GATEWAY_NAME,
+        )
+        recorder.open(self.usage)
+        log.info("admitted: user=%s app=%s auth=%s", admission.user.pk, admission.app_id, admission.auth_method)
+
+    # -- client -> runner ---------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        usage, admission, limits = self.usage, self.admission, self.limits
+        if usage is None or admission is None or limits is None:
+            return  # refused: the close is on its way
+        data: bytes | str = bytes_data if bytes_data is not None else (text_data or "")
+        size = len(data) if isinstance(data, bytes) else len(data.encode())
+        usage.frames_in += 1
+        usage.bytes_in += size
+        if size > settings.REALTIME_MAX_FRAME_BYTES:
+            limit = settings.REALTIME_MAX_FRAME_BYTES
+            await self._client_error(ErrorCode.PAYLOAD_TOO_LARGE, f"frame is {size} bytes; the limit is {limit} bytes")
+            return
+        refusal = limiter.frame(admission.user.pk, limits)
+        if refusal is not None:
+            await self._client_error(*refusal)
+            return
+        if self.upstream is None and not await self._open_upstream():
+            return
+        assert self.upstream is not None
+        with contextlib.suppress(ConnectionClosed):  # a lost runner is reported by the reader
+            await self.upstream.send(data)
+
+    # -- runner -> client ---------------------------------------------------------------------
+
+    async def _open_upstream(self) -> bool:
+        """Connect to the least-loaded runner with the app; on failure tell the client and return False."""
+        assert self.admission is not None and self.usage is not None
+        pool, admission = get_pool(), self.admission
+        avoid = self.runner.url if self.runner else None
+        for _ in range(len(pool.runners)):
+            try:
+                runner = pool.choose(admission.app_id, avoid=avoid)
+            except NoRunner as exc:
+                await self._client_error(exc.code, exc.reason)
+                return False
+            query = f"max_buffering={admission.max_buffering}&report_drops=1"
+            if admission.timings:
+                query += "&timings=1"
+            url = f"{runner.url}/{admission.app_id}/{admission.sub_path}?{query}"
+            headers = {"Authorization": f"Bearer {settings.RUNNER_SECRET}"} if settings.RUNNER_SECRET else {}
+            try:
+                ws = await websockets.connect(
+                    url,
+                    additional_headers=headers,
+                    compression=None,
+                    max_size=None,  # the runner enforces its own cap
+                    open_timeout=UPSTREAM_OPEN_TIMEOUT,
+                    ping_interval=20,
+                )
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                pool.mark_down(runner.url, f"cannot connect: {exc}")
+                avoid = runner.url
+                continue
+            self.upstream, self.runner = ws, runner
+            runner.local_sessions += 1
+            self.usage.runner = runner.url
+            self.reader = asyncio.get_running_loop().create_task(self._relay_from_runner(ws, runner))
+            return True
+        await self._client_error(ErrorCode.RUNNER_UNAVAILABLE, "no runner could be reached; try again shortly")
+        return False
+
+    async def _relay_from_runner(self, ws: ClientConnection, runner: RunnerState) -> None:
+        usage = self.usage
+        assert usage is not None and self.admission is not None
+        last_error: str | None = None
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    usage.results_out += 1
+                    usage.bytes_out += len(message)
+                    usage.inference_seconds += inference_seconds_of(message)
+                    await self.send(bytes_data=message)
+                elif message.startswith(RUNNER_META_PREFIX):
+                    last_error = await self._relay_runner_text(message) or last_error
+                else:  # a JSON result
+                    usage.results_out += 1
+                    usage.bytes_out += len(message)
+                    with contextlib.suppress(ValueError, AttributeError, TypeError):
+                        usage.inference_seconds += float(json.loads(message)["timings"]["inference"])
+                    await self.send(text_data=message)
+        except ConnectionClosed:
+            pass
+        finally:
+            runner.local_sessions -= 1
+        if self.upstream is ws and not self.closing:
+            self.upstream = None
+            await self._runner_closed(ws, runner, last_error)
+
+    async def _relay_runner_text(self, message: str) -> str | None:
+        """Relay an x-fal-error or x-fal-message; returns the error code of an error."""
+        usage = self.usage
+        assert usage is not None and self.admission is not None
+        try:
+            meta = json.loads(message)
+        except ValueError:
+            meta = {}
+        kind, action = meta.get("type"), meta.get("action")
+        if kind == "x-fal-message" and action == "dropped":
+            usage.frames_dropped += 1
+            return None
+        if kind == "x-fal-message" and not self.admission.timings:
+            return None
+        usage.bytes_out += len(message)
+        await self.send(text_data=message)
+        if kind == "x-fal-error":
+            code = str(meta.get("error", "UNKNOWN"))
+            usage.errors[code] += 1
+            return code
+        return None
+
+    async def _runner_closed(self, ws: ClientConnection, runner: RunnerState, last_error: str | None) -> None:
+        code = ws.close_code
+        if last_error == ErrorCode.TIMEOUT.value:
+            await self.close(1000)  # the runner's idle timeout, already relayed
+        elif code in RUNNER_REFUSALS:
+            await self.close(code)  # the runner refused and said why
+        else:
+            reason = "refused the gateway's secret" if code == CloseCode.UNAUTHORIZED else f"closed ({code})"
+            get_pool().mark_down(runner.url, reason)
+            await self._client_error(
+                ErrorCode.RUNNER_UNAVAILABLE, "the runner went away; your next input goes to another runner"
+            )
+
+    # -- errors and close ---------------------------------------------------------------------
+
+    async def _client_error(self, code: ErrorCode, reason: str) -> None:
+        if self.usage is not None:
+            self.usage.errors[code.value] += 1
+        with contextlib.suppress(Exception):
+            await self.send(text_data=error_message(code, reason))
+
+    async def disconnect(self, code: int) -> None:
+        await self._finish(code)
+
+    async def _finish(self, close_code: int) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.closing = True
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(upstream.close(), 2)
+        if self.reader is not None:
+            self.reader.cancel()
+        if self.slot_taken and self.admission is not None:
+            limiter.disconnect(self.admission.user.pk)
+        if self.usage is not None:
+            try:
+                await recorder.close(self.usage, close_code)
+            except Exception:
+                log.exception("could not write the usage record of %s", self.usage.id)

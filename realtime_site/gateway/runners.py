@@ -1,0 +1,139 @@
+"""The gateway's view of its runners: health from ``/healthz``, least-loaded choice per app.
+
+One pool per process. A background task polls every runner's ``/healthz`` every
+``RUNNER_HEALTH_INTERVAL`` seconds; a runner whose connection drops is marked down at once and
+comes back when its health check answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+
+from realtime_site.protocol import ErrorCode
+
+__all__ = ["NoRunner", "RunnerPool", "RunnerState", "get_pool"]
+
+log = logging.getLogger("realtime_site.gateway")
+
+
+class NoRunner(Exception):
+    """No runner can take this app now; ``code`` is APP_UNAVAILABLE or RUNNER_UNAVAILABLE."""
+
+    def __init__(self, code: ErrorCode, reason: str, *, known: bool):
+        super().__init__(reason)
+        self.code, self.reason, self.known = code, reason, known
+
+
+@dataclass
+class RunnerState:
+    url: str  # ws://host:port
+    healthy: bool = False
+    checked_at: float = 0.0
+    error: str | None = None
+    apps: dict[str, dict[str, Any]] = field(default_factory=dict)  # app id -> healthz entry
+    remote_connections: int = 0  # as the runner reported it
+    local_sessions: int = 0  # this process's sessions on it, counted live
+
+    @property
+    def health_url(self) -> str:
+        parts = urlsplit(self.url)
+        scheme = "https" if parts.scheme == "wss" else "http"
+        return f"{scheme}://{parts.netloc}/healthz"
+
+    @property
+    def load(self) -> int:
+        return max(self.remote_connections, self.local_sessions)
+
+
+class RunnerPool:
+    def __init__(self, urls: list[str], *, interval: float):
+        self.runners = [RunnerState(url.rstrip("/")) for url in urls]
+        self.interval = interval
+        self._poller: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._first_check: asyncio.Task[None] | None = None
+
+    async def ready(self) -> None:
+        """Start polling (once per process) and wait for the first round of health checks."""
+        if self._poller is None or self._poller.done():
+            self._client = httpx.AsyncClient(timeout=2.0)
+            self._first_check = asyncio.get_running_loop().create_task(self.check_all())
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+        assert self._first_check is not None
+        await asyncio.shield(self._first_check)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.check_all()
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self._check(runner) for runner in self.runners))
+
+    async def _check(self, runner: RunnerState) -> None:
+        assert self._client is not None
+        try:
+            response = await self._client.get(runner.health_url)
+            health = response.json()
+            runner.apps = {app["id"]: app for app in health.get("apps", [])}
+            runner.remote_connections = int(health.get("connections", 0))
+            runner.healthy = response.status_code == 200 and health.get("status") == "ok"
+            runner.error = None if runner.healthy else f"status {health.get('status')!r}"
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            if runner.healthy:
+                log.warning("runner %s is down: %s", runner.url, exc)
+            runner.healthy, runner.error = False, f"{type(exc).__name__}: {exc}"
+        runner.checked_at = time.monotonic()
+
+    def mark_down(self, url: str, reason: str) -> None:
+        for runner in self.runners:
+            if runner.url == url and runner.healthy:
+                log.warning("runner %s lost: %s", url, reason)
+                runner.healthy, runner.error = False, reason
+
+    def choose(self, app_id: str, *, avoid: str | None = None) -> RunnerState:
+        """The least-loaded healthy runner with ``app_id`` ready (``avoid`` only if it is the only one)."""
+        up = [r for r in self.runners if r.healthy]
+        ready = [r for r in up if r.apps.get(app_id, {}).get("state") == "ready"]
+        if ready:
+            return min([r for r in ready if r.url != avoid] or ready, key=lambda r: r.load)
+        if not up:
+            raise NoRunner(ErrorCode.RUNNER_UNAVAILABLE, "no runner is reachable; try again shortly", known=True)
+        reasons = sorted({str(r.apps[app_id].get("reason") or "not ready") for r in up if app_id in r.apps})
+        if reasons:
+            raise NoRunner(
+                ErrorCode.APP_UNAVAILABLE, f"app {app_id!r} is unavailable: {'; '.join(reasons)}", known=True
+            )
+        if any(app_id in r.apps for r in self.runners):
+            raise NoRunner(ErrorCode.RUNNER_UNAVAILABLE, f"no runner serving {app_id!r} is up", known=True)
+        raise NoRunner(ErrorCode.APP_UNAVAILABLE, f"no app {app_id!r} on this server", known=False)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "url": r.url,
+                "healthy": r.healthy,
+                "error": r.error,
+                "load": r.load,
+                "apps": {app_id: {"state": a.get("state"), "reason": a.get("reason")} for app_id, a in r.apps.items()},
+            }
+            for r in self.runners
+        ]
+
+
+_pool: RunnerPool | None = None
+
+
+def get_pool() -> RunnerPool:
+    global _pool
+    if _pool is None:
+        _pool = RunnerPool(settings.RUNNER_URLS, interval=settings.RUNNER_HEALTH_INTERVAL)
+    return _pool
