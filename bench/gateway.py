@@ -1,0 +1,833 @@
+"""Benchmark of the gateway (daphne + Channels) in front of the runner: added latency and load.
+
+Run from anywhere: ``python bench/gateway.py [--quick]``. It starts a runner with ``local/echo`` and the
+gateway under daphne (with a throwaway database, user and API key) as subprocesses of this interpreter,
+prints a table, and writes every figure to ``bench/out/gateway.json``.
+
+1. Round trip: one ~85 KB 512x512 JPEG frame, sequential send-then-recv on one connection, through
+   gateway + runner against the runner alone, interleaved in alternating blocks; the difference is
+   the gateway's added time.
+2. Load: N sessions at 8 fps each (a small 256x256 sketch, passed through by echo), first straight to
+   the runner, then through the gateway. The load generator is its own process (this script with
+   ``--load-worker``). Per run: frames sent, answered, dropped (replaced in the buffer of 1), lost
+   (a session's final input unanswered after the drain), misrouted (an answer to a request_id that
+   was not sent on that connection), errors, latency, and CPU of runner, daphne and load generator.
+   N grows until the gateway loses or misroutes a result or its p99 exceeds the runner's by 30 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import daphne
+import msgpack
+import numpy as np
+import psutil
+import websockets
+from PIL import Image, ImageDraw
+from websockets.asyncio.client import ClientConnection as AsyncConnection
+from websockets.asyncio.client import connect as async_connect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection as SyncConnection
+from websockets.sync.client import connect as sync_connect
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).resolve()
+DEFAULT_OUT = ROOT / "bench" / "out" / "gateway.json"
+LISTENING = re.compile(r"listening on ws://(?:\[[^\]]*\]|[^:/\s]+):(\d+)")
+API_KEY = re.compile(r"^[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{1,128}$")
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 10.0
+MAX_SIZE = 16 * 1024 * 1024
+APP_PATH = "/local/echo/realtime"
+USER, PASSWORD = "bench", "bench-pass-123"
+AUTH_ENV = "BENCH_GATEWAY_AUTHORIZATION"  # the load worker's Authorization header, kept out of argv
+
+JPEG_SIDE = 512
+JPEG_TARGET = 85_000
+JPEG_RANGE = (80_000, 90_000)
+SKETCH_SIDE = 256
+RT_WARMUP = 100
+ADDED_P50_TARGET_MS = 1.5
+ADDED_P99_TARGET_MS = 5.0
+
+FPS = 8
+RID_STRIDE = 1_000_000  # session i sends request_ids i * RID_STRIDE + 0, 1, 2, ...: unique across sessions
+CONNECT_CONCURRENCY = 16
+CONNECT_TIMEOUT = 120.0  # for all sessions of one run to connect
+DRAIN_SECONDS = 2.0  # after the last send, how long every session's final input may take to be answered
+P99_SLACK_MS = 30.0
+TARGET_SESSIONS = 100
+SETTLE_SECONDS = 5.0
+
+FULL = {"round_trips": 2000, "load_seconds": 20.0, "sessions": "25,50,100,150,200"}
+QUICK = {"round_trips": 200, "load_seconds": 5.0, "sessions": "10,25"}
+
+
+# -- subprocesses ------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[str]
+    stderr: IO[str]
+    lines: queue.Queue[str | None]
+    port: int = 0
+    exit_code: int | None = None
+    log: str = ""  # all of stderr, read when it stopped
+
+    def url(self, path: str = APP_PATH) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def tail(self, chars: int = 2000) -> str:
+        self.stderr.seek(0)
+        text = self.stderr.read()[-chars:]
+        return f"\n--- {self.name} stderr (tail) ---\n{text}" if text else ""
+
+
+def _pump_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    """Read a child's stdout to the end, so the pipe never fills."""
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without the project's settings (no RUNNER_SECRET, no foreign database or Redis)."""
+    prefixes = ("RUNNER_", "REALTIME_", "DJANGO_")
+    dropped = {"DATABASE_URL", "REDIS_URL", "USAGE_FLUSH_INTERVAL", AUTH_ENV}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in dropped}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@contextlib.contextmanager
+def child(name: str, args: list[str], env: dict[str, str], *, stdin: bool = False) -> Iterator[Child]:
+    """Start ``python ARGS`` in the repository root; always stop it (its stderr ends up in ``log``)."""
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        c = Child(name, proc, stderr, queue.Queue())
+        try:
+            assert proc.stdout is not None
+            threading.Thread(target=_pump_lines, args=(proc.stdout, c.lines), daemon=True).start()
+            yield c
+        finally:
+            c.exit_code = _stop(proc)
+            stderr.seek(0)
+            c.log = stderr.read()
+
+
+def expect(c: Child, pattern: re.Pattern[str] | str, timeout: float) -> re.Match[str]:
+    """The first stdout line of ``c`` that matches ``pattern`` (searched), within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            line = c.lines.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if line is None:
+            raise RuntimeError(f"{c.name} exited (code {c.proc.wait()}) before printing {pattern!r}{c.tail()}")
+        if match := re.search(pattern, line):
+            return match
+    raise RuntimeError(f"{c.name}: no {pattern!r} within {timeout:g} s{c.tail()}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http_ok(c: Child, url: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if c.proc.poll() is not None:
+            raise RuntimeError(f"{c.name} exited with {c.proc.returncode} before answering {url}{c.tail()}")
+        with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{c.name}: {url} did not answer 200 within {START_TIMEOUT:g} s{c.tail()}")
+
+
+def gateway_env(var_dir: str, runner_port: int) -> dict[str, str]:
+    return {
+        **clean_env(),
+        "RUNNER_URLS": f"ws://127.0.0.1:{runner_port}",
+        "REALTIME_VAR_DIR": var_dir,
+        "DJANGO_SETTINGS_MODULE": "realtime_site.settings",
+        "REALTIME_FRAMES_PER_MINUTE": "1000000",
+        "REALTIME_MAX_CONNECTIONS": "100000",
+    }
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """``python manage.py ARGS``; its stdout (raises with stderr when it fails)."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"manage.py {args[0]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def provision(env: dict[str, str]) -> str:
+    """Migrate the fresh database, create the bench user and an API key; the Authorization header."""
+    manage(env, "migrate", "--noinput")
+    create = (
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_user({USER!r}, password={PASSWORD!r})"
+    )
+    manage(env, "shell", "-c", create)
+    lines = [line.strip() for line in manage(env, "create_api_key", USER).splitlines() if line.strip()]
+    if len(lines) != 1 or not API_KEY.match(lines[0]):
+        raise RuntimeError(f"create_api_key printed {len(lines)} lines, not one key_id:secret")
+    return f"Key {lines[0]}"
+
+
+def runner_args() -> list[str]:
+    return ["-m", "realtime_site.runner", "--host", "127.0.0.1", "--port", "0", "--apps", "local/echo"]
+
+
+def daphne_args(port: int) -> list[str]:
+    size = str(MAX_SIZE)
+    return [
+        "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+        "--websocket-max-message-size", size, "--websocket-max-frame-size", size,
+        "realtime_site.asgi:application",
+    ]  # fmt: skip
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+def settle(procs: list[psutil.Process]) -> None:
+    """Wait (at most SETTLE_SECONDS) until the servers are idle: the last run's closes are done."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        before = sum(cpu_seconds(p) for p in procs)
+        time.sleep(0.25)
+        if sum(cpu_seconds(p) for p in procs) - before < 0.25 * 0.05:
+            return
+
+
+def log_problems(log: str) -> dict[str, Any]:
+    """Tracebacks and ERROR / CRITICAL lines in a server's stderr."""
+    bad = [line for line in log.splitlines() if re.search(r"\b(ERROR|CRITICAL)\b", line)]
+    first = log.find("Traceback")
+    return {
+        "tracebacks": log.count("Traceback (most recent call last)"),
+        "error_lines": len(bad),
+        "first_error_lines": bad[:5],
+        "first_traceback": log[first : first + 3000] if first >= 0 else None,
+        "log_bytes": len(log),
+    }
+
+
+# -- inputs and figures ------------------------------------------------------------------------
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def noisy_jpeg() -> tuple[bytes, int]:
+    """A seeded noisy gradient at the JPEG quality that lands nearest 85 KB; (bytes, quality)."""
+    rng = np.random.default_rng(1234)
+    y, x = np.mgrid[0:JPEG_SIDE, 0:JPEG_SIDE].astype(np.float32)
+    base = np.stack([x / 2, y / 2, (x + y) / 4], axis=-1)
+    image = Image.fromarray(np.clip(base + rng.normal(0, 16, base.shape), 0, 255).astype(np.uint8))
+    data, quality = min(((_jpeg(image, q), q) for q in range(40, 96)), key=lambda d: abs(len(d[0]) - JPEG_TARGET))
+    if not JPEG_RANGE[0] <= len(data) <= JPEG_RANGE[1]:
+        raise RuntimeError(f"test JPEG is {len(data)} bytes, outside {JPEG_RANGE}")
+    return data, quality
+
+
+def sketch_jpeg(side: int = SKETCH_SIDE, seed: int = 7) -> bytes:
+    """A few dark strokes on white, like a drawing in progress: a few KB."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (side, side), "white")
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0, x1, y1 = (int(v) for v in rng.integers(side // 8, side - side // 8, 4))
+        draw.line([(x0, y0), (x1, y1)], fill=(30, 30, 30), width=3)
+        radius = int(rng.integers(side // 16, side // 6))
+        draw.ellipse([x1 - radius, y1 - radius, x1 + radius, y1 + radius], outline=(30, 30, 30), width=2)
+    return _jpeg(image, 75)
+
+
+def request(image: bytes, side: int, prompt: str, **extra: Any) -> dict[str, Any]:
+    return {"prompt": prompt, "image_bytes": image, "image_size": {"width": side, "height": side}, **extra}
+
+
+def pack(fields: dict[str, Any]) -> bytes:
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def answer_of(reply: bytes | str) -> dict[str, Any]:
+    """The decoded result; an error message (text) raises."""
+    if isinstance(reply, str):
+        raise RuntimeError(f"answered with an error: {reply[:300]}")
+    return msgpack.unpackb(reply)
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    """n, p50, p95, p99, mean and max; NaN when there are no values."""
+    if not values:
+        return {"n": 0, **dict.fromkeys(("p50", "p95", "p99", "mean", "max"), math.nan)}
+    a = np.asarray(values, dtype=np.float64)
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"n": len(a), "p50": p50, "p95": p95, "p99": p99, "mean": a.mean(), "max": a.max()}
+
+
+def json_safe(value: Any) -> Any:
+    """NaN becomes null; numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def row(label: str, value: str, note: str = "") -> None:
+    print(f"  {label:<36} {value:>26}  {note}".rstrip(), flush=True)
+
+
+def section(title: str) -> None:
+    print(f"\n{title}\n{'-' * len(title)}", flush=True)
+
+
+# -- 1. round trip -----------------------------------------------------------------------------
+
+
+def round_trips(ws: SyncConnection, frame: bytes, count: int) -> list[float]:
+    """Sequential send-then-recv of ``frame``; round-trip times in ms."""
+    times: list[float] = []
+    for _ in range(count):
+        start = time.perf_counter()
+        ws.send(frame)
+        reply = ws.recv()
+        times.append((time.perf_counter() - start) * 1000)
+        if not isinstance(reply, bytes):
+            raise RuntimeError(f"text reply: {reply[:300]}")
+    return times
+
+
+def block_sizes(total: int, blocks: int) -> list[int]:
+    base, extra = divmod(total, blocks)
+    return [base + (i < extra) for i in range(blocks)]
+
+
+def bench_round_trip(runner: Child, gateway: Child, auth: str, jpeg: bytes, frames: int, blocks: int) -> dict[str, Any]:
+    frame = pack(request(jpeg, JPEG_SIDE, "echo", request_id=1))
+    common: dict[str, Any] = {"compression": None, "max_size": MAX_SIZE, "open_timeout": 30}
+    with (
+        sync_connect(runner.url(), **common) as runner_ws,
+        sync_connect(gateway.url(), additional_headers={"Authorization": auth}, **common) as gateway_ws,
+    ):
+        same = {}
+        for name, ws in (("runner", runner_ws), ("gateway", gateway_ws)):
+            ws.send(frame)
+            answer = answer_of(ws.recv())
+            same[name] = answer["images"][0]["content"] == jpeg and answer.get("request_id") == 1
+            round_trips(ws, frame, RT_WARMUP)
+        runner_ms: list[float] = []
+        gateway_ms: list[float] = []
+        for index, count in enumerate(block_sizes(frames, blocks)):
+            order = [(runner_ws, runner_ms), (gateway_ws, gateway_ms)]
+            for ws, sink in order[:: -1 if index % 2 else 1]:  # alternate who goes first
+                sink.extend(round_trips(ws, frame, count))
+    runner_s, gateway_s = stats(runner_ms), stats(gateway_ms)
+    return {
+        "frame_bytes": len(frame),
+        "returns_input_bytes": same,
+        "frames": frames,
+        "blocks": blocks,
+        "warmup": RT_WARMUP,
+        "runner_ms": runner_s,
+        "gateway_ms": gateway_s,
+        "added_p50_ms": gateway_s["p50"] - runner_s["p50"],
+        "added_p99_ms": gateway_s["p99"] - runner_s["p99"],
+        "added_mean_ms": gateway_s["mean"] - runner_s["mean"],
+        "target_added_p50_ms": ADDED_P50_TARGET_MS,
+        "target_added_p99_ms": ADDED_P99_TARGET_MS,
+    }
+
+
+def print_round_trip(rt: dict[str, Any]) -> None:
+    section(f"1. Round trip ({rt['frames']} frames each in {rt['blocks']} alternating blocks, one connection)")
+    row("frame (msgpack) size", f"{rt['frame_bytes']:,} B")
+    for name, ok in rt["returns_input_bytes"].items():
+        row(f"{name}: answer is the input JPEG", str(ok))
+    for key, label in (("runner_ms", "runner alone"), ("gateway_ms", "gateway + runner")):
+        s = rt[key]
+        row(f"{label} p50 / p99 / mean", f"{s['p50']:.3f} / {s['p99']:.3f} / {s['mean']:.3f} ms")
+    p50, p99 = rt["added_p50_ms"], rt["added_p99_ms"]
+    row(
+        "gateway added at p50",
+        f"{p50:.3f} ms",
+        f"target <= {ADDED_P50_TARGET_MS:g} ms: {verdict(p50 <= ADDED_P50_TARGET_MS)}",
+    )
+    row(
+        "gateway added at p99",
+        f"{p99:.3f} ms",
+        f"target <= {ADDED_P99_TARGET_MS:g} ms: {verdict(p99 <= ADDED_P99_TARGET_MS)}",
+    )
+    row("gateway added mean", f"{rt['added_mean_ms']:.3f} ms")
+
+
+# -- 2. load: the worker (its own process) -----------------------------------------------------
+
+
+@dataclass
+class Session:
+    index: int
+    final_rid: int
+    ws: AsyncConnection | None = None
+    sent: dict[int, float] = field(default_factory=dict)  # request_id -> send time
+    latency_ms: dict[int, float] = field(default_factory=dict)  # request_id -> round trip
+    lag_ms: list[float] = field(default_factory=list)  # how late each send was against its deadline
+    errors: list[str] = field(default_factory=list)
+    misrouted: int = 0
+    duplicates: int = 0
+    wrong_image: int = 0
+    closed: str | None = None  # why the connection ended before the bench closed it
+    final: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def open_session(url: str, headers: dict[str, str], gate: asyncio.Semaphore) -> AsyncConnection:
+    async with gate:
+        return await async_connect(
+            url, additional_headers=headers, compression=None, max_size=MAX_SIZE, open_timeout=60, ping_interval=None
+        )
+
+
+async def send_paced(s: Session, fields: dict[str, Any], start: float, count: int) -> None:
+    """One frame every 1/FPS s at absolute deadlines from ``start``, with increasing request_ids."""
+    assert s.ws is not None
+    for k in range(count):
+        deadline = start + k / FPS
+        if (delay := deadline - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        rid = s.index * RID_STRIDE + k
+        now = time.perf_counter()
+        s.lag_ms.append((now - deadline) * 1000)
+        s.sent[rid] = now
+        try:
+            await s.ws.send(pack({**fields, "request_id": rid}))
+        except ConnectionClosed as exc:
+            s.closed = s.closed or f"send: {exc}"
+            return
+
+
+async def receive(s: Session, image: bytes, closing: asyncio.Event) -> None:
+    assert s.ws is not None
+    try:
+        async for message in s.ws:
+            now = time.perf_counter()
+            if isinstance(message, str):
+                s.errors.append(message[:300])
+                continue
+            answer = msgpack.unpackb(message)
+            rid = answer.get("request_id")
+            sent = s.sent.get(rid) if isinstance(rid, int) else None
+            if sent is None:
+                s.misrouted += 1
+            elif rid in s.latency_ms:
+                s.duplicates += 1
+            else:
+                s.latency_ms[rid] = (now - sent) * 1000
+                if answer["images"][0]["content"] != image:
+                    s.wrong_image += 1
+                if rid == s.final_rid:
+                    s.final.set()
+    except ConnectionClosed as exc:
+        if not closing.is_set():
+            s.closed = s.closed or f"receive: {exc}"
+    if not closing.is_set():
+        s.closed = s.closed or "closed by the server"
+
+
+def summarise_load(sessions: list[Session], connect_errors: list[str], seconds: float) -> dict[str, Any]:
+    sent = answered = dropped = lost = 0
+    latency: list[float] = []
+    lag: list[float] = []
+    errors: list[str] = []
+    for s in sessions:
+        unanswered = s.sent.keys() - s.latency_ms.keys()
+        final_lost = s.final_rid not in s.latency_ms
+        sent += len(s.sent)
+        answered += len(s.latency_ms)
+        lost += final_lost
+        dropped += len(unanswered) - (s.final_rid in unanswered)
+        latency.extend(s.latency_ms.values())
+        lag.extend(s.lag_ms)
+        errors.extend(s.errors)
+    return {
+        "sessions": len(sessions) + len(connect_errors),
+        "connected": len(sessions),
+        "connect_errors": len(connect_errors),
+        "connect_error_samples": connect_errors[:3],
+        "fps": FPS,
+        "seconds": seconds,
+        "frames_sent": sent,
+        "answered": answered,
+        "dropped": dropped,
+        "lost": lost + len(connect_errors),
+        "misrouted": sum(s.misrouted for s in sessions),
+        "duplicates": sum(s.duplicates for s in sessions),
+        "wrong_image": sum(s.wrong_image for s in sessions),
+        "errors": len(errors),
+        "error_samples": sorted(set(errors))[:3],
+        "closed_early": sum(s.closed is not None for s in sessions),
+        "closed_samples": sorted({s.closed for s in sessions if s.closed})[:3],
+        "latency_ms": stats(latency),
+        "send_lag_ms": stats(lag),
+    }
+
+
+async def load_worker(url: str, count: int, seconds: float) -> dict[str, Any]:
+    """Connect ``count`` sessions, say ``ready``, wait for ``go`` on stdin, drive, say ``sent``, drain."""
+    auth = os.environ.get(AUTH_ENV)
+    headers = {"Authorization": auth} if auth else {}
+    image = sketch_jpeg()
+    fields = request(image, SKETCH_SIDE, "sketch")
+    frames = max(1, round(seconds * FPS))
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    opened = await asyncio.gather(*(open_session(url, headers, gate) for _ in range(count)), return_exceptions=True)
+    sessions: list[Session] = []
+    connect_errors: list[str] = []
+    for ws in opened:
+        if isinstance(ws, BaseException):
+            connect_errors.append(f"{type(ws).__name__}: {ws}"[:300])
+        else:
+            index = len(sessions)
+            sessions.append(Session(index, index * RID_STRIDE + frames - 1, ws))
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+    closing = asyncio.Event()
+    receivers = [asyncio.create_task(receive(s, image, closing)) for s in sessions]
+    start = time.perf_counter() + 0.05
+    period = 1 / FPS
+    # Sessions start staggered across one period, as independent clients would.
+    await asyncio.gather(
+        *(send_paced(s, fields, start + period * i / max(1, len(sessions)), frames) for i, s in enumerate(sessions))
+    )
+    print("sent", flush=True)
+    finals = [asyncio.create_task(s.final.wait()) for s in sessions]
+    if finals:
+        await asyncio.wait(finals, timeout=DRAIN_SECONDS)
+    for task in finals:
+        task.cancel()
+    closing.set()
+    with contextlib.suppress(TimeoutError):
+        closes = (s.ws.close() for s in sessions if s.ws is not None)
+        await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), 20)
+    for task in receivers:
+        task.cancel()
+    await asyncio.gather(*receivers, return_exceptions=True)
+    return summarise_load(sessions, connect_errors, seconds)
+
+
+def worker_main(args: argparse.Namespace) -> int:
+    result = asyncio.run(load_worker(args.load_worker, args.worker_sessions, args.load_seconds))
+    print("result " + json.dumps(json_safe(result)), flush=True)
+    return 0
+
+
+# -- 2. load: the driver -----------------------------------------------------------------------
+
+
+def run_load(target: Child, servers: list[Child], count: int, seconds: float, auth: str | None) -> dict[str, Any]:
+    """One load run against ``target``; CPU of servers and worker is taken over the sending period."""
+    env = clean_env()
+    if auth:
+        env[AUTH_ENV] = auth
+    args = [str(SCRIPT), "--load-worker", target.url(), "--worker-sessions", str(count)]
+    args += ["--load-seconds", str(seconds)]
+    with child("load generator", args, env, stdin=True) as worker:
+        expect(worker, r"^ready$", CONNECT_TIMEOUT)
+        procs = {c.name: psutil.Process(c.proc.pid) for c in servers}
+        procs["load"] = psutil.Process(worker.proc.pid)
+        before = {name: cpu_seconds(p) for name, p in procs.items()}
+        started = time.perf_counter()
+        assert worker.proc.stdin is not None
+        worker.proc.stdin.write("go\n")
+        worker.proc.stdin.flush()
+        expect(worker, r"^sent$", seconds + 60)
+        wall = time.perf_counter() - started
+        cpu = {name: cpu_seconds(p) - before[name] for name, p in procs.items()}
+        result = json.loads(expect(worker, r"^result (.*)$", DRAIN_SECONDS + 60)[1])
+    if worker.exit_code != 0:
+        raise RuntimeError(f"load generator exited with {worker.exit_code}{worker.tail()}")
+    result["target"] = target.name
+    result["window_seconds"] = wall
+    result["cpu"] = {name: {"seconds": s, "percent_of_core": 100 * s / wall} for name, s in cpu.items()}
+    return result
+
+
+def judge(count: int, alone: dict[str, Any], gateway: dict[str, Any]) -> list[str]:
+    """Why the gateway run at ``count`` sessions misses the target (empty: it meets it)."""
+    reasons = []
+    for key in ("lost", "misrouted", "duplicates", "wrong_image", "errors", "closed_early", "connect_errors"):
+        if gateway[key]:
+            reasons.append(f"{gateway[key]} {key.replace('_', ' ')}")
+    bound = alone["latency_ms"]["p99"] + P99_SLACK_MS
+    p99 = gateway["latency_ms"]["p99"]
+    if not p99 <= bound:  # NaN fails too
+        reasons.append(f"p99 {p99:.1f} ms > runner p99 + {P99_SLACK_MS:g} = {bound:.1f} ms")
+    return reasons
+
+
+LOAD_HEADER = (
+    f"  {'N':>4} {'path':<8} {'sent':>7} {'answered':>8} {'dropped':>7} {'lost':>4} {'misrt':>5} {'err':>4}"
+    f" {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lag99':>6} {'runner%':>7} {'daphne%':>7} {'load%':>6}"
+)
+
+
+def print_load_row(count: int, label: str, r: dict[str, Any]) -> None:
+    lat, cpu = r["latency_ms"], r["cpu"]
+    pct = [f"{cpu[name]['percent_of_core']:.0f}" if name in cpu else "-" for name in ("runner", "daphne", "load")]
+    print(
+        f"  {count:>4} {label:<8} {r['frames_sent']:>7} {r['answered']:>8} {r['dropped']:>7} {r['lost']:>4}"
+        f" {r['misrouted']:>5} {r['errors']:>4} {lat['p50']:>7.2f} {lat['p99']:>7.2f} {lat['max']:>7.1f}"
+        f" {r['send_lag_ms']['p99']:>6.1f} {pct[0]:>7} {pct[1]:>7} {pct[2]:>6}",
+        flush=True,
+    )
+
+
+def bench_load(runner: Child, gateway: Child, auth: str, counts: list[int], seconds: float) -> dict[str, Any]:
+    side = f"{SKETCH_SIDE}x{SKETCH_SIDE}"
+    section(f"2. Load: N sessions x {FPS} fps, {side} sketch ({len(sketch_jpeg()):,} B), {seconds:g} s a run")
+    print("  (CPU in % of one core over the sending period; lag99: the load generator's send lateness p99, ms)")
+    print(LOAD_HEADER, flush=True)
+    servers = [runner, gateway]
+    quiet = [psutil.Process(c.proc.pid) for c in servers]
+    runs: list[dict[str, Any]] = []
+    largest: int | None = None
+    for count in counts:
+        entry: dict[str, Any] = {"sessions": count}
+        runs.append(entry)
+        try:
+            settle(quiet)
+            entry["runner"] = run_load(runner, servers, count, seconds, None)
+            print_load_row(count, "runner", entry["runner"])
+            settle(quiet)
+            entry["gateway"] = run_load(gateway, servers, count, seconds, auth)
+            print_load_row(count, "gateway", entry["gateway"])
+            entry["reasons"] = judge(count, entry["runner"], entry["gateway"])
+        except RuntimeError as exc:
+            entry["reasons"] = [f"run failed: {exc}"]
+        entry["passed"] = not entry["reasons"]
+        note = "meets the target" if entry["passed"] else "MISSED: " + "; ".join(entry["reasons"])
+        print(f"  {'':>4} {'':<8} {note[:400]}", flush=True)
+        if not entry["passed"]:
+            break
+        largest = count
+    ok = largest is not None and largest >= TARGET_SESSIONS
+    row("largest N meeting the target", str(largest), f"target >= {TARGET_SESSIONS}: {verdict(ok)}")
+    return {
+        "runs": runs,
+        "largest_passing_sessions": largest,
+        "target_sessions": TARGET_SESSIONS,
+        "p99_slack_ms": P99_SLACK_MS,
+        "drain_seconds": DRAIN_SECONDS,
+        "sketch_bytes": len(sketch_jpeg()),
+    }
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "cpu_model": cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "websockets": websockets.__version__,
+        "daphne": daphne.__version__,
+        "msgpack": ".".join(map(str, msgpack.version)),
+    }
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    section("Machine")
+    row("CPU", f"{info['cpu_count']} logical, {info['physical_cores']} physical", info["cpu_model"])
+    row("memory", f"{info['memory_gb']} GB")
+    row("load average (1/5/15 min)", " / ".join(f"{v:.2f}" for v in info["load_average"]))
+    row("python / websockets / daphne", f"{info['python']} / {info['websockets']} / {info['daphne']}")
+    row("platform", info["platform"])
+
+
+def print_servers(servers: dict[str, Any]) -> None:
+    section("Servers")
+    for name, s in servers.items():
+        problems = s["log"]
+        row(f"{name}: exit code after SIGTERM", str(s["exit_code"]))
+        row(f"{name}: tracebacks / ERROR lines", f"{problems['tracebacks']} / {problems['error_lines']}")
+        for line in problems["first_error_lines"][:3]:
+            print(f"    {line[:200]}")
+        if problems["first_traceback"]:
+            print("    " + problems["first_traceback"][:1500].replace("\n", "\n    "))
+
+
+def parse_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers separated by commas")
+    return counts
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts for a smoke run")
+    parser.add_argument("--round-trips", type=int, help=f"round trips per path ({FULL['round_trips']})")
+    parser.add_argument("--blocks", type=int, default=10, help="alternating blocks of round trips (10)")
+    parser.add_argument("--load-seconds", type=float, help=f"seconds of load per run ({FULL['load_seconds']:g})")
+    parser.add_argument("--sessions", help=f"session counts to try, in order ({FULL['sessions']})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file of all figures")
+    parser.add_argument("--load-worker", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-sessions", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    try:
+        args.sessions = parse_counts(args.sessions)
+    except (ValueError, argparse.ArgumentTypeError):
+        parser.error(f"--sessions: expected positive integers separated by commas, got {args.sessions!r}")
+    if args.round_trips < args.blocks:
+        parser.error("need at least one round trip per block")
+    return args
+
+
+def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    jpeg, quality = noisy_jpeg()
+    results["round_trip_jpeg"] = {"bytes": len(jpeg), "quality": quality, "side": JPEG_SIDE}
+    print(f"\nTest JPEG: {JPEG_SIDE}x{JPEG_SIDE}, {len(jpeg):,} bytes ({len(jpeg) / 1000:.1f} KB, quality {quality})")
+    servers: dict[str, Any] = {}
+    results["servers"] = servers
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as var_dir:
+        runner: Child | None = None
+        try:
+            with child("runner", runner_args(), clean_env()) as runner:
+                runner.port = int(expect(runner, LISTENING, START_TIMEOUT)[1])
+                env = gateway_env(var_dir, runner.port)
+                auth = provision(env)
+                gateway: Child | None = None
+                port = free_port()  # daphne cannot report a port 0 it bound: pick one, then let it bind
+                try:
+                    with child("daphne", daphne_args(port), env) as gateway:
+                        gateway.port = port
+                        serve(args, results, runner, gateway, auth, jpeg)
+                finally:
+                    if gateway is not None:
+                        servers["daphne"] = {"exit_code": gateway.exit_code, "log": log_problems(gateway.log)}
+        finally:
+            if runner is not None:
+                servers["runner"] = {"exit_code": runner.exit_code, "log": log_problems(runner.log)}
+            print_servers(servers)
+
+
+def serve(
+    args: argparse.Namespace, results: dict[str, Any], runner: Child, gateway: Child, auth: str, jpeg: bytes
+) -> None:
+    """Both servers are up: wait for the gateway, then measure."""
+    wait_http_ok(gateway, f"http://127.0.0.1:{gateway.port}/accounts/login/")
+    print(f"runner on port {runner.port}, gateway (daphne) on port {gateway.port}", flush=True)
+    results["round_trip"] = bench_round_trip(runner, gateway, auth, jpeg, args.round_trips, args.blocks)
+    print_round_trip(results["round_trip"])
+    results["load"] = bench_load(runner, gateway, auth, args.sessions, args.load_seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.load_worker:
+        return worker_main(args)
+    started = time.perf_counter()
+    config = {**vars(args), "out": str(args.out), "fps": FPS, "drain_seconds": DRAIN_SECONDS}
+    results: dict[str, Any] = {"machine": machine(), "config": config}
+    print_machine(results["machine"])
+    try:
+        run(args, results)
+    except BaseException as exc:
+        results["failed"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(json_safe(results), indent=2) + "\n")
+        print(f"\nDone in {results['elapsed_seconds']:.0f} s; figures in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Gateway fixtures: a runner pool pointed at real runner processes, users, credentials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+
+from realtime_site.accounts.keys import create_api_key
+from realtime_site.asgi import application
+from realtime_site.gateway import runners
+from realtime_site.gateway.limits import limiter
+from tests.conftest import RunnerProcess, drawing, encode
+
+JPEG = encode(drawing(64, 64))
+
+
+@pytest.fixture
+def pool(shared_runner: RunnerProcess) -> Iterator[runners.RunnerPool]:
+    """A fresh pool (per test) over the shared runner."""
+    runners._pool = runners.RunnerPool([shared_runner.ws_base], interval=0.5)
+    yield runners._pool
+    runners._pool = None
+    limiter._users.clear()
+
+
+@pytest.fixture
+def user(transactional_db):
+    return get_user_model().objects.create_user("carol", password="pw-carol-123")
+
+
+@pytest.fixture
+def api_key(user) -> str:
+    return create_api_key(user)[1]
+
+
+def communicator(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=headers or [])
+
+
+def frame(**fields: Any) -> bytes:
+    return msgpack.packb({"prompt": "x", "image_bytes": JPEG, "width": 64, "height": 64, **fields}, use_bin_type=True)
+
+
+async def receive(comm: WebsocketCommunicator, timeout: float = 20) -> dict[str, Any]:
+    message = await comm.receive_output(timeout)
+    if message["type"] == "websocket.close":
+        return {"closed": message.get("code")}
+    if message.get("bytes") is not None:
+        return msgpack.unpackb(message["bytes"], raw=False)
+    return json.loads(message["text"])
