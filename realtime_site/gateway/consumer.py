@@ -25,6 +25,7 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from realtime_site.gateway import lifecycle
 from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials
 from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
@@ -135,6 +136,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             gateway=GATEWAY_NAME,
         )
         recorder.open(self.usage)
+        lifecycle.register(self)
         log.info("admitted: user=%s app=%s auth=%s", admission.user.pk, admission.app_id, admission.auth_method)
 
     # -- client -> runner ---------------------------------------------------------------------
@@ -273,6 +275,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         await self._finish(code)
 
+    async def shutdown(self) -> None:
+        """The server is stopping: write the usage record, then tell the client (1001)."""
+        await self._finish(1001)
+        with contextlib.suppress(Exception):
+            await self.close(1001)
+
     async def _finish(self, close_code: int) -> None:
         if self.finished:
             return
@@ -289,5 +297,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.usage is not None:
             try:
                 await recorder.close(self.usage, close_code)
-            except Exception:
+            except BaseException:
                 log.exception("could not write the usage record of %s", self.usage.id)
+                raise
+            log.info("closed (%s): %s", close_code, self.usage.id)

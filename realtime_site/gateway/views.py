@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -12,7 +13,7 @@ from realtime_site.gateway.runners import get_pool
 @login_required
 async def home(request: HttpRequest) -> HttpResponse:
     pool = get_pool()
-    await pool.ready()
+    await pool.ready()  # the pool lives on the server's event loop, hence an async view
     apps: dict[str, dict] = {}
     for runner in pool.describe():
         for app_id, state in runner["apps"].items():
@@ -21,7 +22,7 @@ async def home(request: HttpRequest) -> HttpResponse:
                 entry["ready"] += 1
             elif state["reason"]:
                 entry["reasons"].add(state["reason"])
-    return render(
+    return await sync_to_async(render)(
         request,
         "home.html",
         {"apps": sorted(apps.values(), key=lambda a: a["id"]), "runners": pool.describe()},

@@ -37,7 +37,7 @@ def test_tokens_with_a_key_answers_a_bare_json_string(client, key: str, user) ->
     assert response.status_code == 200
     token = response.json()
     assert isinstance(token, str)
-    grant, record = check_token(token, "stylize")
+    _, record = check_token(token, "stylize")
     assert record.source == IssuedToken.Source.API_KEY and record.api_key.user == user
     assert ApiKey.objects.get().last_used_at is not None
 

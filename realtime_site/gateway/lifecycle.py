@@ -1,0 +1,69 @@
+"""Shutdown under daphne: every open connection's usage is written, then clients get 1001.
+
+daphne runs the ASGI app on Twisted's asyncio reactor. A "before shutdown" trigger (Twisted waits
+for the Deferred it returns) closes every live connection through its consumer, which writes the
+usage record. It also mends daphne 4.2.3's own shutdown trigger, which raises ``KeyError:
+'application_instance'`` when a finished HTTP keep-alive connection is still open, and then lets the
+process exit with the application tasks abandoned (seen here as a segfault during garbage
+collection, with the usage of open connections lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any, Protocol
+
+__all__ = ["install", "register"]
+
+log = logging.getLogger("realtime_site.gateway")
+
+
+class Closable(Protocol):
+    async def shutdown(self) -> None: ...
+
+
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_installed = False
+
+
+def register(consumer: Closable) -> None:
+    _live.add(consumer)
+
+
+async def close_all() -> None:
+    consumers = list(_live)
+    if consumers:
+        log.info("shutting down: closing %d connections", len(consumers))
+    await asyncio.gather(*(c.shutdown() for c in consumers), return_exceptions=True)
+
+
+def _kill_all_applications(server: Any) -> Any:
+    """daphne.server.Server.kill_all_applications, skipping connections whose app already ended."""
+    from twisted.internet import defer
+
+    pending = []
+    for details in server.connections.values():
+        instance = details.get("application_instance")
+        if instance is not None and not instance.done():
+            instance.cancel()
+            pending.append(instance)
+    waiter = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
+    waiter.addErrback(lambda _: None)
+    return waiter
+
+
+def install() -> None:
+    """Register the shutdown trigger (once per process); harmless where the reactor never runs."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    import daphne.server
+    from twisted.internet import defer, reactor
+
+    daphne.server.Server.kill_all_applications = _kill_all_applications
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(close_all()))
+    )
