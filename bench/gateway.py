@@ -625,8 +625,8 @@ def run_load(target: Child, servers: list[Child], count: int, seconds: float, au
     return result
 
 
-def judge(count: int, alone: dict[str, Any], gateway: dict[str, Any]) -> list[str]:
-    """Why the gateway run at ``count`` sessions misses the target (empty: it meets it)."""
+def judge(alone: dict[str, Any], gateway: dict[str, Any]) -> list[str]:
+    """Why the gateway run misses the target at its N (empty: it meets it); ``alone`` is the runner's run."""
     reasons = []
     for key in ("lost", "misrouted", "duplicates", "wrong_image", "errors", "closed_early", "connect_errors"):
         if gateway[key]:
@@ -674,7 +674,7 @@ def bench_load(runner: Child, gateway: Child, auth: str, counts: list[int], seco
             settle(quiet)
             entry["gateway"] = run_load(gateway, servers, count, seconds, auth)
             print_load_row(count, "gateway", entry["gateway"])
-            entry["reasons"] = judge(count, entry["runner"], entry["gateway"])
+            entry["reasons"] = judge(entry["runner"], entry["gateway"])
         except RuntimeError as exc:
             entry["reasons"] = [f"run failed: {exc}"]
         entry["passed"] = not entry["reasons"]
@@ -683,6 +683,7 @@ def bench_load(runner: Child, gateway: Child, auth: str, counts: list[int], seco
         if not entry["passed"]:
             break
         largest = count
+    settle(quiet)  # let the last closes finish before the servers are stopped
     ok = largest is not None and largest >= TARGET_SESSIONS
     untried = runs[-1].get("passed") and counts[-1] < TARGET_SESSIONS  # the list stopped short of the target
     note = f"(N = {TARGET_SESSIONS} not tried)" if untried else f"target >= {TARGET_SESSIONS}: {verdict(ok)}"

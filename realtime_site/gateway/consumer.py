@@ -203,31 +203,41 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return False
 
     async def _relay_from_runner(self, ws: ClientConnection, runner: RunnerState) -> None:
-        usage = self.usage
-        assert usage is not None and self.admission is not None
         last_error: str | None = None
         try:
             async for message in ws:
-                if isinstance(message, bytes):
-                    usage.results_out += 1
-                    usage.bytes_out += len(message)
-                    usage.inference_seconds += inference_seconds_of(message)
-                    await self.send(bytes_data=message)
-                elif message.startswith(RUNNER_META_PREFIX):
-                    last_error = await self._relay_runner_text(message) or last_error
-                else:  # a JSON result
-                    usage.results_out += 1
-                    usage.bytes_out += len(message)
-                    with contextlib.suppress(ValueError, AttributeError, TypeError):
-                        usage.inference_seconds += float(json.loads(message)["timings"]["inference"])
-                    await self.send(text_data=message)
+                if self.closing:
+                    break
+                last_error = await self._relay_one(message) or last_error
         except ConnectionClosed:
             pass
+        except Exception:  # the client went away mid-send, or a bug: never an unretrieved task error
+            if not self.closing:
+                log.exception("relay from %s failed", runner.url)
         finally:
             runner.local_sessions -= 1
         if self.upstream is ws and not self.closing:
             self.upstream = None
             await self._runner_closed(ws, runner, last_error)
+
+    async def _relay_one(self, message: bytes | str) -> str | None:
+        """Count and relay one message from the runner; returns the code of an error."""
+        usage = self.usage
+        assert usage is not None
+        if isinstance(message, bytes):
+            usage.results_out += 1
+            usage.bytes_out += len(message)
+            usage.inference_seconds += inference_seconds_of(message)
+            await self.send(bytes_data=message)
+            return None
+        if message.startswith(RUNNER_META_PREFIX):
+            return await self._relay_runner_text(message)
+        usage.results_out += 1  # a JSON result
+        usage.bytes_out += len(message)
+        with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
+            usage.inference_seconds += float(json.loads(message)["timings"]["inference"])
+        await self.send(text_data=message)
+        return None
 
     async def _relay_runner_text(self, message: str) -> str | None:
         """Relay an x-fal-error or x-fal-message; returns the error code of an error."""

@@ -103,6 +103,8 @@ async def test_browser_style_login_token_and_a_stylized_image(stack: GatewayStac
         result = await recv_result(ws)
     image = Image.open(io.BytesIO(result["images"][0]["content"]))
     assert image.size == (256, 256) and result["request_id"] == "b"
+    for log in [stack.log_path.read_text(), *(r.log() for r in stack.runners)]:
+        assert token not in log and token.split(".")[2] not in log  # tokens never reach a log
 
 
 async def test_a_runner_killed_mid_session(tmp_path: Path) -> None:
