@@ -80,7 +80,7 @@ CONNECT_TIMEOUT = 120.0  # for all sessions of one run to connect
 DRAIN_SECONDS = 2.0  # after the last send, how long every session's final input may take to be answered
 P99_SLACK_MS = 30.0
 TARGET_SESSIONS = 100
-SETTLE_SECONDS = 5.0
+SETTLE_SECONDS = 60.0  # at most this long to wait for the servers to go idle after a run
 
 FULL = {"round_trips": 2000, "load_seconds": 20.0, "sessions": "25,50,100,150,200"}
 QUICK = {"round_trips": 200, "load_seconds": 5.0, "sessions": "10,25"}
@@ -246,14 +246,15 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def settle(procs: list[psutil.Process]) -> None:
-    """Wait (at most SETTLE_SECONDS) until the servers are idle: the last run's closes are done."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
+def settle(procs: list[psutil.Process]) -> float:
+    """Wait (at most SETTLE_SECONDS) until the servers are idle (the closes are done); seconds waited."""
+    started = time.monotonic()
+    while (waited := time.monotonic() - started) < SETTLE_SECONDS:
         before = sum(cpu_seconds(p) for p in procs)
         time.sleep(0.25)
-        if sum(cpu_seconds(p) for p in procs) - before < 0.25 * 0.05:
-            return
+        if sum(cpu_seconds(p) for p in procs) - before < 0.25 * 0.05:  # under 5% of a core
+            return waited
+    return waited
 
 
 def log_problems(log: str) -> dict[str, Any]:
@@ -640,7 +641,7 @@ def judge(alone: dict[str, Any], gateway: dict[str, Any]) -> list[str]:
 
 LOAD_HEADER = (
     f"  {'N':>4} {'path':<8} {'sent':>7} {'answered':>8} {'dropped':>7} {'lost':>4} {'misrt':>5} {'err':>4}"
-    f" {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lag99':>6} {'runner%':>7} {'daphne%':>7} {'load%':>6}"
+    f" {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lag99':>6} {'runner%':>7} {'daphne%':>7} {'load%':>6} {'idle':>5}"
 )
 
 
@@ -650,7 +651,7 @@ def print_load_row(count: int, label: str, r: dict[str, Any]) -> None:
     print(
         f"  {count:>4} {label:<8} {r['frames_sent']:>7} {r['answered']:>8} {r['dropped']:>7} {r['lost']:>4}"
         f" {r['misrouted']:>5} {r['errors']:>4} {lat['p50']:>7.2f} {lat['p99']:>7.2f} {lat['max']:>7.1f}"
-        f" {r['send_lag_ms']['p99']:>6.1f} {pct[0]:>7} {pct[1]:>7} {pct[2]:>6}",
+        f" {r['send_lag_ms']['p99']:>6.1f} {pct[0]:>7} {pct[1]:>7} {pct[2]:>6} {r['busy_after_close_s']:>5.1f}",
         flush=True,
     )
 
@@ -658,7 +659,8 @@ def print_load_row(count: int, label: str, r: dict[str, Any]) -> None:
 def bench_load(runner: Child, gateway: Child, auth: str, counts: list[int], seconds: float) -> dict[str, Any]:
     side = f"{SKETCH_SIDE}x{SKETCH_SIDE}"
     section(f"2. Load: N sessions x {FPS} fps, {side} sketch ({len(sketch_jpeg()):,} B), {seconds:g} s a run")
-    print("  (CPU in % of one core over the sending period; lag99: the load generator's send lateness p99, ms)")
+    print("  (CPU: % of one core over the sending period; lag99: the load generator's send lateness p99, ms;")
+    print("   idle: seconds until runner and daphne were idle again after the sessions closed)")
     print(LOAD_HEADER, flush=True)
     servers = [runner, gateway]
     quiet = [psutil.Process(c.proc.pid) for c in servers]
@@ -668,12 +670,10 @@ def bench_load(runner: Child, gateway: Child, auth: str, counts: list[int], seco
         entry: dict[str, Any] = {"sessions": count}
         runs.append(entry)
         try:
-            settle(quiet)
-            entry["runner"] = run_load(runner, servers, count, seconds, None)
-            print_load_row(count, "runner", entry["runner"])
-            settle(quiet)
-            entry["gateway"] = run_load(gateway, servers, count, seconds, auth)
-            print_load_row(count, "gateway", entry["gateway"])
+            for label, target, key in (("runner", runner, None), ("gateway", gateway, auth)):
+                entry[label] = result = run_load(target, servers, count, seconds, key)
+                result["busy_after_close_s"] = settle(quiet)  # the next run starts on idle servers
+                print_load_row(count, label, result)
             entry["reasons"] = judge(entry["runner"], entry["gateway"])
         except RuntimeError as exc:
             entry["reasons"] = [f"run failed: {exc}"]
@@ -683,7 +683,6 @@ def bench_load(runner: Child, gateway: Child, auth: str, counts: list[int], seco
         if not entry["passed"]:
             break
         largest = count
-    settle(quiet)  # let the last closes finish before the servers are stopped
     ok = largest is not None and largest >= TARGET_SESSIONS
     untried = runs[-1].get("passed") and counts[-1] < TARGET_SESSIONS  # the list stopped short of the target
     note = f"(N = {TARGET_SESSIONS} not tried)" if untried else f"target >= {TARGET_SESSIONS}: {verdict(ok)}"

@@ -37,6 +37,9 @@ async def close_all() -> None:
     if consumers:
         log.info("shutting down: closing %d connections", len(consumers))
     await asyncio.gather(*(c.shutdown() for c in consumers), return_exceptions=True)
+    from realtime_site.usage.recorder import recorder
+
+    await recorder.drain()
 
 
 def _kill_all_applications(server: Any) -> Any:
