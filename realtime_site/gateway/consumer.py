@@ -135,7 +135,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
             gateway=GATEWAY_NAME,
         )
-        recorder.open(self.usage)
+        if settings.USAGE_RECORDING:
+            recorder.open(self.usage)
         lifecycle.register(self)
         log.info("admitted: user=%s app=%s auth=%s", admission.user.pk, admission.app_id, admission.auth_method)
 
@@ -304,7 +305,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.reader.cancel()
         if self.slot_taken and self.admission is not None:
             limiter.disconnect(self.admission.user.pk)
-        if self.usage is not None:
+        if self.usage is not None and settings.USAGE_RECORDING:
             try:
                 await recorder.close(self.usage, close_code)
             except BaseException:
