@@ -13,6 +13,11 @@ prints a table, and writes every figure to ``bench/out/gateway.json``.
    (a session's final input unanswered after the drain), misrouted (an answer to a request_id that
    was not sent on that connection), errors, latency, and CPU of runner, daphne and load generator.
    N grows until the gateway loses or misroutes a result or its p99 exceeds the runner's by 30 ms.
+3. Usage recording: a second daphne (same runner, database and settings, plus
+   ``REALTIME_USAGE_RECORDING=0``). K connections each send the sketch back-to-back (send, wait for
+   the answer, send the next) for a block of seconds, from a worker process (``--throughput-worker``);
+   blocks alternate between the gateway that records and the one that does not. Results per second
+   with recording on must be at least 0.95x those with it off; daphne CPU per frame for each.
 """
 
 from __future__ import annotations
@@ -82,8 +87,25 @@ P99_SLACK_MS = 30.0
 TARGET_SESSIONS = 100
 SETTLE_SECONDS = 60.0  # at most this long to wait for the servers to go idle after a run
 
-FULL = {"round_trips": 2000, "load_seconds": 20.0, "sessions": "25,50,100,150,200"}
-QUICK = {"round_trips": 200, "load_seconds": 5.0, "sessions": "10,25"}
+THROUGHPUT_CONNECTIONS = 16
+THROUGHPUT_WARMUP_SECONDS = 1.0  # one discarded block per gateway first (the second daphne starts cold)
+RECV_TIMEOUT = 30.0  # a throughput session gives up when an answer takes longer
+RATIO_TARGET = 0.95  # results per second with usage recording on, over those with it off
+
+FULL = {
+    "round_trips": 2000,
+    "load_seconds": 20.0,
+    "sessions": "25,50,100,150,200",
+    "throughput_blocks": 6,
+    "throughput_seconds": 3.0,
+}
+QUICK = {
+    "round_trips": 200,
+    "load_seconds": 5.0,
+    "sessions": "10,25",
+    "throughput_blocks": 2,
+    "throughput_seconds": 2.0,
+}
 
 
 # -- subprocesses ------------------------------------------------------------------------------
@@ -588,7 +610,11 @@ async def load_worker(url: str, count: int, seconds: float) -> dict[str, Any]:
 
 
 def worker_main(args: argparse.Namespace) -> int:
-    result = asyncio.run(load_worker(args.load_worker, args.worker_sessions, args.load_seconds))
+    if args.throughput_worker:
+        url, count, seconds = args.throughput_worker
+        result = asyncio.run(throughput_worker(url, int(count), float(seconds)))
+    else:
+        result = asyncio.run(load_worker(args.load_worker, args.worker_sessions, args.load_seconds))
     print("result " + json.dumps(json_safe(result)), flush=True)
     return 0
 
@@ -596,14 +622,15 @@ def worker_main(args: argparse.Namespace) -> int:
 # -- 2. load: the driver -----------------------------------------------------------------------
 
 
-def run_load(target: Child, servers: list[Child], count: int, seconds: float, auth: str | None) -> dict[str, Any]:
-    """One load run against ``target``; CPU of servers and worker is taken over the sending period."""
+def drive(
+    name: str, args: list[str], servers: list[Child], auth: str | None, done: str, timeout: float
+) -> dict[str, Any]:
+    """Run a worker (this script with ``args``): ``go`` once it is ready; its result, with the wall time from
+    ``go`` until it prints ``done`` and the CPU of the servers and of the worker ("load") over that time."""
     env = clean_env()
     if auth:
         env[AUTH_ENV] = auth
-    args = [str(SCRIPT), "--load-worker", target.url(), "--worker-sessions", str(count)]
-    args += ["--load-seconds", str(seconds)]
-    with child("load generator", args, env, stdin=True) as worker:
+    with child(name, [str(SCRIPT), *args], env, stdin=True) as worker:
         expect(worker, r"^ready$", CONNECT_TIMEOUT)
         procs = {c.name: psutil.Process(c.proc.pid) for c in servers}
         procs["load"] = psutil.Process(worker.proc.pid)
@@ -612,17 +639,24 @@ def run_load(target: Child, servers: list[Child], count: int, seconds: float, au
         assert worker.proc.stdin is not None
         worker.proc.stdin.write("go\n")
         worker.proc.stdin.flush()
-        expect(worker, r"^sent$", seconds + 60)
+        expect(worker, f"^{done}$", timeout)
         wall = time.perf_counter() - started
         cpu = {name: cpu_seconds(p) - before[name] for name, p in procs.items()}
         result = json.loads(expect(worker, r"^result (.*)$", DRAIN_SECONDS + 60)[1])
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(STOP_TIMEOUT)  # it exits by itself once it has answered
     if worker.exit_code != 0:
-        raise RuntimeError(f"load generator exited with {worker.exit_code}{worker.tail()}")
-    result["path"] = "gateway" if auth else "runner alone"
+        raise RuntimeError(f"{name} exited with {worker.exit_code}{worker.tail()}")
     result["window_seconds"] = wall
     result["cpu"] = {name: {"seconds": s, "percent_of_core": 100 * s / wall} for name, s in cpu.items()}
+    return result
+
+
+def run_load(target: Child, servers: list[Child], count: int, seconds: float, auth: str | None) -> dict[str, Any]:
+    """One load run against ``target``; CPU of servers and worker is taken over the sending period."""
+    args = ["--load-worker", target.url(), "--worker-sessions", str(count), "--load-seconds", str(seconds)]
+    result = drive("load generator", args, servers, auth, "sent", seconds + 60)
+    result["path"] = "gateway" if auth else "runner alone"
     return result
 
 
@@ -697,6 +731,262 @@ def bench_load(runner: Child, gateway: Child, auth: str, counts: list[int], seco
     }
 
 
+# -- 3. usage recording: the throughput worker (its own process) ------------------------------
+
+
+@dataclass
+class Saturating:
+    """One connection sending back-to-back."""
+
+    index: int
+    ws: AsyncConnection
+    sent: int = 0
+    replies: int = 0  # binary messages received, the right answer or not
+    answered: int = 0  # answers to the frame just sent, carrying its image
+    misrouted: int = 0
+    wrong_image: int = 0
+    errors: list[str] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    closed: str | None = None
+
+
+async def saturate(s: Saturating, fields: dict[str, Any], image: bytes, end: float) -> None:
+    """Send a frame, wait for its answer, send the next, until ``end`` (the last answer may come after it)."""
+    while (start := time.perf_counter()) < end:
+        rid = s.index * RID_STRIDE + s.sent
+        try:
+            await s.ws.send(pack({**fields, "request_id": rid}))
+            s.sent += 1
+            async with asyncio.timeout(RECV_TIMEOUT):
+                reply = await s.ws.recv()
+        except (ConnectionClosed, TimeoutError) as exc:
+            s.closed = f"{type(exc).__name__}: {exc}"[:300]
+            return
+        latency = (time.perf_counter() - start) * 1000
+        if isinstance(reply, str):
+            s.errors.append(reply[:300])
+            continue
+        s.replies += 1
+        answer = msgpack.unpackb(reply)
+        if answer.get("request_id") != rid:
+            s.misrouted += 1
+        elif answer["images"][0]["content"] != image:
+            s.wrong_image += 1
+        else:
+            s.answered += 1
+            s.latency_ms.append(latency)
+
+
+def summarise_throughput(
+    sessions: list[Saturating], connect_errors: list[str], seconds: float, elapsed: float
+) -> dict[str, Any]:
+    answered = sum(s.answered for s in sessions)
+    errors = [e for s in sessions for e in s.errors]
+    return {
+        "connections": len(sessions) + len(connect_errors),
+        "connect_errors": len(connect_errors),
+        "connect_error_samples": connect_errors[:3],
+        "seconds": seconds,
+        "elapsed_seconds": elapsed,
+        "sent": sum(s.sent for s in sessions),
+        "replies": sum(s.replies for s in sessions),
+        "answered": answered,
+        "frames_per_s": answered / elapsed if elapsed > 0 else math.nan,
+        "misrouted": sum(s.misrouted for s in sessions),
+        "wrong_image": sum(s.wrong_image for s in sessions),
+        "errors": len(errors),
+        "error_samples": sorted(set(errors))[:3],
+        "closed_early": sum(s.closed is not None for s in sessions),
+        "closed_samples": sorted({s.closed for s in sessions if s.closed})[:3],
+        "latency_ms": stats([v for s in sessions for v in s.latency_ms]),
+    }
+
+
+async def throughput_worker(url: str, count: int, seconds: float) -> dict[str, Any]:
+    """Connect ``count`` sessions, say ``ready``, wait for ``go`` on stdin, saturate, say ``done``, close."""
+    auth = os.environ.get(AUTH_ENV)
+    headers = {"Authorization": auth} if auth else {}
+    image = sketch_jpeg()
+    fields = request(image, SKETCH_SIDE, "sketch")
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    opened = await asyncio.gather(*(open_session(url, headers, gate) for _ in range(count)), return_exceptions=True)
+    sessions: list[Saturating] = []
+    connect_errors: list[str] = []
+    for ws in opened:
+        if isinstance(ws, BaseException):
+            connect_errors.append(f"{type(ws).__name__}: {ws}"[:300])
+        else:
+            sessions.append(Saturating(len(sessions), ws))
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(saturate(s, fields, image, start + seconds) for s in sessions))
+    elapsed = time.perf_counter() - start
+    print("done", flush=True)
+    with contextlib.suppress(TimeoutError):
+        closes = (s.ws.close() for s in sessions)
+        await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), 20)
+    return summarise_throughput(sessions, connect_errors, seconds, elapsed)
+
+
+# -- 3. usage recording: the driver ------------------------------------------------------------
+
+
+def run_throughput(target: Child, servers: list[Child], count: int, seconds: float, auth: str) -> dict[str, Any]:
+    """One block against ``target``; CPU is taken from ``go`` until every session has stopped sending."""
+    args = ["--throughput-worker", target.url(), str(count), str(seconds)]
+    return drive("throughput generator", args, servers, auth, "done", seconds + RECV_TIMEOUT + 30)
+
+
+def recorded_usage(env: dict[str, str], since: float, gateways: dict[str, Child]) -> dict[str, dict[str, int]]:
+    """Usage rows each gateway (host:pid) wrote for connections opened since ``since`` (epoch seconds)."""
+    names = {label: f"{socket.gethostname()}:{c.proc.pid}" for label, c in gateways.items()}
+    code = "\n".join(
+        [
+            "import datetime, json",
+            "from django.db.models import Count, Sum",
+            "from realtime_site.usage.models import ConnectionRecord",
+            f"since = datetime.datetime.fromtimestamp({since!r}, datetime.UTC)",
+            "out = {}",
+            f"for label, name in {names!r}.items():",
+            "    rows = ConnectionRecord.objects.filter(gateway=name, started_at__gte=since)",
+            "    out[label] = rows.aggregate(rows=Count('id'), frames=Sum('frames_in'), results=Sum('results_out'))",
+            "print(json.dumps(out))",
+        ]
+    )
+    found = json.loads(manage(env, "shell", "-c", code).strip().splitlines()[-1])
+    return {label: {k: v or 0 for k, v in counts.items()} for label, counts in found.items()}
+
+
+def throughput_totals(blocks: list[dict[str, Any]], daphne: str) -> dict[str, Any]:
+    """One gateway's blocks together; ``daphne`` is its process's name in the blocks' CPU figures."""
+    answered = sum(b["answered"] for b in blocks)
+    elapsed = sum(b["elapsed_seconds"] for b in blocks)
+    cpu = sum(b["cpu"][daphne]["seconds"] for b in blocks)
+    return {
+        "blocks": len(blocks),
+        "answered": answered,
+        "seconds": elapsed,
+        "frames_per_s_median": float(np.median([b["frames_per_s"] for b in blocks])) if blocks else math.nan,
+        "frames_per_s_total": answered / elapsed if elapsed > 0 else math.nan,
+        "frames_per_s_blocks": [b["frames_per_s"] for b in blocks],
+        "daphne_cpu_seconds": cpu,
+        "daphne_cpu_ms_per_frame": 1000 * cpu / answered if answered else math.nan,
+        **{key: sum(b[key] for b in blocks) for key in ("errors", "misrouted", "wrong_image", "closed_early")},
+        "connect_errors": sum(b["connect_errors"] for b in blocks),
+    }
+
+
+def recording_problems(result: dict[str, Any], expected: dict[str, dict[str, int]]) -> list[str]:
+    """What makes the comparison unsound: failed frames, or a gateway recording other than it should."""
+    problems = []
+    for label in ("on", "off"):
+        for key in ("errors", "misrouted", "wrong_image", "closed_early", "connect_errors"):
+            if result[label][key]:
+                problems.append(f"recording {label}: {result[label][key]} {key.replace('_', ' ')}")
+    recorded = result["recorded"]
+    if recorded["on"] != expected["on"]:
+        problems.append(f"recording on: wrote {recorded['on']}, expected {expected['on']}")
+    if recorded["off"]["rows"]:
+        problems.append(f"recording off: wrote {recorded['off']['rows']} usage rows")
+    return problems
+
+
+THROUGHPUT_HEADER = (
+    f"  {'block':>5} {'rec':<4} {'answered':>8} {'frames/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'err':>4}"
+    f" {'daphne%':>7} {'other%':>6} {'runner%':>7} {'load%':>6} {'idle':>5}"
+)
+
+
+def print_throughput_row(index: int, label: str, daphne: str, other: str, r: dict[str, Any]) -> None:
+    lat, cpu = r["latency_ms"], r["cpu"]
+    pct = [f"{cpu[name]['percent_of_core']:.0f}" for name in (daphne, other, "runner", "load")]
+    bad = r["errors"] + r["misrouted"] + r["wrong_image"] + r["closed_early"] + r["connect_errors"]
+    print(
+        f"  {index:>5} {label:<4} {r['answered']:>8} {r['frames_per_s']:>9.1f} {lat['p50']:>7.2f} {lat['p99']:>7.2f}"
+        f" {bad:>4} {pct[0]:>7} {pct[1]:>6} {pct[2]:>7} {pct[3]:>6} {r['busy_after_close_s']:>5.1f}",
+        flush=True,
+    )
+
+
+def bench_usage_recording(
+    runner: Child, on: Child, off: Child, auth: str, env: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    count, blocks, seconds = args.throughput_connections, args.throughput_blocks, args.throughput_seconds
+    section("3. Usage recording: throughput with it on vs off")
+    print(f"  ({count} connections, each sending the {SKETCH_SIDE}x{SKETCH_SIDE} sketch back-to-back; {blocks} blocks")
+    print(f"   of {seconds:g} s per gateway, alternating; CPU: % of one core; daphne% is the gateway under load,")
+    print("   other% the idle one; err: errors, misrouted, wrong images, early closes, failed connects)")
+    gateways = {"on": on, "off": off}
+    servers = [runner, on, off]
+    quiet = [psutil.Process(c.proc.pid) for c in servers]
+    since = time.time()
+    result: dict[str, Any] = {
+        "connections": count,
+        "blocks_each": blocks,
+        "block_seconds": seconds,
+        "warmup_seconds": THROUGHPUT_WARMUP_SECONDS,
+        "sketch_bytes": len(sketch_jpeg()),
+        "target_ratio": RATIO_TARGET,
+        "warmup": {},
+        "blocks": [],
+    }
+    for label, target in gateways.items():
+        result["warmup"][label] = run_throughput(target, servers, count, THROUGHPUT_WARMUP_SECONDS, auth)
+        settle(quiet)
+    print(THROUGHPUT_HEADER, flush=True)
+    for index in range(blocks):
+        for label in ("on", "off")[:: -1 if index % 2 else 1]:  # alternate who goes first: on off off on on ...
+            target, other = gateways[label], gateways["off" if label == "on" else "on"]
+            block = run_throughput(target, servers, count, seconds, auth)
+            block["recording"] = label
+            block["busy_after_close_s"] = settle(quiet)
+            result["blocks"].append(block)
+            print_throughput_row(len(result["blocks"]), label, target.name, other.name, block)
+    for label, target in gateways.items():
+        result[label] = throughput_totals([b for b in result["blocks"] if b["recording"] == label], target.name)
+    result["ratio_on_off"] = ratio = result["on"]["frames_per_s_total"] / result["off"]["frames_per_s_total"]
+    on_runs = [result["warmup"]["on"], *(b for b in result["blocks"] if b["recording"] == "on")]
+    expected = {
+        "on": {
+            "rows": sum(r["connections"] - r["connect_errors"] for r in on_runs),
+            "frames": sum(r["sent"] for r in on_runs),
+            "results": sum(r["replies"] for r in on_runs),
+        },
+        "off": {"rows": 0},
+    }
+    result["recorded"] = recorded_usage(env, since, gateways)
+    result["recorded_expected"] = expected
+    result["problems"] = problems = recording_problems(result, expected)
+    result["passed"] = ratio >= RATIO_TARGET and not problems
+    print_usage_recording(result)
+    return result
+
+
+def print_usage_recording(r: dict[str, Any]) -> None:
+    for label in ("on", "off"):
+        t = r[label]
+        row(
+            f"recording {label}: frames/s median/total",
+            f"{t['frames_per_s_median']:.1f} / {t['frames_per_s_total']:.1f}",
+        )
+    ratio = r["ratio_on_off"]
+    row("ratio on / off (totals)", f"{ratio:.3f}", f"target >= {RATIO_TARGET:g}: {verdict(ratio >= RATIO_TARGET)}")
+    on_ms, off_ms = r["on"]["daphne_cpu_ms_per_frame"], r["off"]["daphne_cpu_ms_per_frame"]
+    row("daphne CPU per frame, on / off", f"{on_ms:.4f} / {off_ms:.4f} ms", f"on / off: {on_ms / off_ms:.3f}")
+    rec, exp = r["recorded"], r["recorded_expected"]
+    row(
+        "usage rows written, on / off",
+        f"{rec['on']['rows']} / {rec['off']['rows']}",
+        f"expected {exp['on']['rows']} / 0",
+    )
+    expected = f"expected {exp['on']['frames']} / {exp['on']['results']}"
+    row("recorded frames / results (on)", f"{rec['on']['frames']} / {rec['on']['results']}", expected)
+    for problem in r["problems"]:
+        print(f"  MISSED: {problem[:300]}", flush=True)
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -758,9 +1048,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--blocks", type=int, default=10, help="alternating blocks of round trips (10)")
     parser.add_argument("--load-seconds", type=float, help=f"seconds of load per run ({FULL['load_seconds']:g})")
     parser.add_argument("--sessions", help=f"session counts to try, in order ({FULL['sessions']})")
+    parser.add_argument(
+        "--throughput-connections",
+        type=int,
+        default=THROUGHPUT_CONNECTIONS,
+        help=f"connections sending back-to-back in the usage recording blocks ({THROUGHPUT_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--throughput-blocks", type=int, help=f"usage recording blocks per gateway ({FULL['throughput_blocks']})"
+    )
+    parser.add_argument(
+        "--throughput-seconds", type=float, help=f"seconds per usage recording block ({FULL['throughput_seconds']:g})"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file of all figures")
     parser.add_argument("--load-worker", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--worker-sessions", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--throughput-worker", nargs=3, metavar=("URL", "K", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for key, value in defaults.items():
@@ -772,6 +1075,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--sessions: expected positive integers separated by commas, got {args.sessions!r}")
     if args.round_trips < args.blocks:
         parser.error("need at least one round trip per block")
+    if min(args.throughput_connections, args.throughput_blocks) < 1 or not args.throughput_seconds > 0:
+        parser.error("--throughput-connections, --throughput-blocks and --throughput-seconds must be positive")
     return args
 
 
@@ -788,26 +1093,37 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 runner.port = int(expect(runner, LISTENING, START_TIMEOUT)[1])
                 env = gateway_env(var_dir, runner.port)
                 auth = provision(env)
-                gateway: Child | None = None
-                port = free_port()  # daphne cannot report a port 0 it bound: pick one, then let it bind
-                try:
-                    with child("daphne", daphne_args(port), env) as gateway:
-                        gateway.port = port
-                        serve(args, results, runner, gateway, auth, jpeg)
-                finally:
-                    if gateway is not None:
-                        servers["daphne"] = {"exit_code": gateway.exit_code, "log": log_problems(gateway.log)}
+                with gateway_child("daphne", env, servers) as gateway:
+                    serve(args, results, runner, gateway, auth, jpeg)
+                    # the same gateway but for one setting, up only for section 3
+                    with gateway_child("daphne-off", {**env, "REALTIME_USAGE_RECORDING": "0"}, servers) as off:
+                        print(f"gateway without usage recording (daphne-off) on port {off.port}", flush=True)
+                        results["usage_recording"] = bench_usage_recording(runner, gateway, off, auth, env, args)
         finally:
             if runner is not None:
                 servers["runner"] = {"exit_code": runner.exit_code, "log": log_problems(runner.log)}
             print_servers(servers)
 
 
+@contextlib.contextmanager
+def gateway_child(name: str, env: dict[str, str], servers: dict[str, Any]) -> Iterator[Child]:
+    """daphne, answering HTTP; always stopped, its exit code and log problems then in ``servers[name]``."""
+    gateway: Child | None = None
+    port = free_port()  # daphne cannot report a port 0 it bound: pick one, then let it bind
+    try:
+        with child(name, daphne_args(port), env) as gateway:
+            gateway.port = port
+            wait_http_ok(gateway, f"http://127.0.0.1:{port}/accounts/login/")
+            yield gateway
+    finally:
+        if gateway is not None:
+            servers[name] = {"exit_code": gateway.exit_code, "log": log_problems(gateway.log)}
+
+
 def serve(
     args: argparse.Namespace, results: dict[str, Any], runner: Child, gateway: Child, auth: str, jpeg: bytes
 ) -> None:
-    """Both servers are up: wait for the gateway, then measure."""
-    wait_http_ok(gateway, f"http://127.0.0.1:{gateway.port}/accounts/login/")
+    """Runner and gateway are up: measure."""
     print(f"runner on port {runner.port}, gateway (daphne) on port {gateway.port}", flush=True)
     results["round_trip"] = bench_round_trip(runner, gateway, auth, jpeg, args.round_trips, args.blocks)
     print_round_trip(results["round_trip"])
@@ -816,10 +1132,11 @@ def serve(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.load_worker:
+    if args.load_worker or args.throughput_worker:
         return worker_main(args)
     started = time.perf_counter()
-    config = {k: v for k, v in vars(args).items() if k not in ("load_worker", "worker_sessions")}
+    workers = ("load_worker", "worker_sessions", "throughput_worker")
+    config = {k: v for k, v in vars(args).items() if k not in workers}
     config.update(out=str(args.out), fps=FPS, drain_seconds=DRAIN_SECONDS)
     results: dict[str, Any] = {"machine": machine(), "config": config}
     print_machine(results["machine"])

@@ -21,7 +21,7 @@ from realtime_site.protocol import ErrorCode
 
 __all__ = ["EffectiveLimits", "UserLimiter", "limiter", "load_limits"]
 
-WINDOW = 60.0
+WINDOW = 60  # seconds, counted in one-second buckets
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ def load_limits(user_id: int) -> EffectiveLimits:
 @dataclass
 class _UserState:
     connections: int = 0
-    recent: collections.deque[float] = field(default_factory=collections.deque)  # frame times, last minute
+    # Frames of the last minute in one-second buckets: [second, count], oldest first (at most 60).
+    buckets: collections.deque[list[int]] = field(default_factory=collections.deque)
+    in_window: int = 0
     day: date | None = None
     frames_today: int = 0  # the database's figure when the user's first connection here opened, plus ours
 
@@ -93,18 +95,22 @@ class UserLimiter:
     def frame(self, user_id: int, limits: EffectiveLimits, now: float | None = None) -> tuple[ErrorCode, str] | None:
         """Count one frame; returns (code, reason) when it must be refused."""
         state = self._users[user_id]
-        now = time.monotonic() if now is None else now
-        recent = state.recent
-        while recent and recent[0] <= now - WINDOW:
-            recent.popleft()
-        if len(recent) >= limits.frames_per_minute:
+        second = int(time.monotonic() if now is None else now)
+        buckets = state.buckets
+        while buckets and buckets[0][0] <= second - WINDOW:
+            state.in_window -= buckets.popleft()[1]
+        if state.in_window >= limits.frames_per_minute:
             return ErrorCode.RATE_LIMITED, f"over {limits.frames_per_minute} frames per minute; slow down"
         quota = limits.daily_frame_quota
         if quota is not None and state.day != (today := timezone.localdate()):
             state.day, state.frames_today = today, 0
         if quota is not None and state.frames_today >= quota:
             return ErrorCode.QUOTA_EXCEEDED, f"the daily quota of {quota} frames is used up"
-        recent.append(now)
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += 1
+        else:
+            buckets.append([second, 1])
+        state.in_window += 1
         state.frames_today += 1
         return None
 
