@@ -1,17 +1,28 @@
 # The two Quick start commands: `make run` and `make test`. Both set up what they need first;
-# the set-up is skipped when requirements have not changed since the last one.
+# the set-up is skipped when nothing it depends on changed since the last one.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NPM_STAMP := frontend/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test bench lint
+.PHONY: setup run test bench lint browser
 
-setup: $(STAMP)
+setup: $(STAMP) $(NPM_STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
+
+# Front-end packages from npm, exactly as the lockfile says; served by Django's static files.
+$(NPM_STAMP): frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+# The browser tests drive Debian's chromium (playwright cannot download its own here).
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 run: setup
 	$(PY) manage.py serve
@@ -20,9 +31,12 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+test: lint browser
 	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+	cd frontend && REALTIME_PYTHON=$(abspath $(PY)) npm test --silent
 	$(PY) -m pytest
 
 bench: setup
 	$(PY) bench/runner.py
+	$(PY) bench/gateway.py

@@ -8,7 +8,8 @@ from realtime_site.accounts import views as accounts
 from realtime_site.gateway import views as gateway
 
 urlpatterns = [
-    path("", gateway.home, name="home"),
+    path("", gateway.draw, name="home"),
+    path("api/apps", gateway.apps, name="apps"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tokens/", accounts.tokens, name="tokens"),

@@ -1,29 +1,44 @@
-"""The signed-in home page: which apps this server has and how to reach them."""
+"""The drawing page and the list of apps it offers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from realtime_site.gateway.runners import get_pool
 
 
-@login_required
-async def home(request: HttpRequest) -> HttpResponse:
+async def app_states() -> list[dict[str, Any]]:
+    """Every app any runner knows, ready on how many runners, or why not."""
     pool = get_pool()
-    await pool.ready()  # the pool lives on the server's event loop, hence an async view
-    apps: dict[str, dict] = {}
+    await pool.ready()  # the pool lives on the server's event loop, hence async views
+    apps: dict[str, dict[str, Any]] = {}
     for runner in pool.describe():
         for app_id, state in runner["apps"].items():
-            entry = apps.setdefault(app_id, {"id": app_id, "ready": 0, "reasons": set()})
+            entry = apps.setdefault(app_id, {"id": app_id, "ready_runners": 0, "reasons": []})
             if runner["healthy"] and state["state"] == "ready":
-                entry["ready"] += 1
-            elif state["reason"]:
-                entry["reasons"].add(state["reason"])
-    return await sync_to_async(render)(
-        request,
-        "home.html",
-        {"apps": sorted(apps.values(), key=lambda a: a["id"]), "runners": pool.describe()},
-    )
+                entry["ready_runners"] += 1
+            elif state["reason"] and state["reason"] not in entry["reasons"]:
+                entry["reasons"].append(state["reason"])
+    for entry in apps.values():
+        entry["available"] = entry["ready_runners"] > 0
+        entry["reason"] = None if entry["available"] else ("; ".join(entry["reasons"]) or "no runner is up")
+    return sorted(apps.values(), key=lambda a: (not a["available"], a["id"]))
+
+
+@login_required
+async def draw(request: HttpRequest) -> HttpResponse:
+    context = {"apps": await app_states(), "token_lifetime": settings.REALTIME_TOKEN_MAX_LIFETIME}
+    return await sync_to_async(render)(request, "draw.html", context)
+
+
+async def apps(request: HttpRequest) -> JsonResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"detail": "log in first"}, status=401)
+    return JsonResponse({"apps": await app_states()})

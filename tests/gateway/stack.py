@@ -105,6 +105,7 @@ def start_stack(tmp: Path, runner_args: list[list[str]], extra_env: dict[str, st
     stack = GatewayStack(tmp, runners, env)
     try:
         stack.manage("migrate", "--noinput")
+        stack.manage("collectstatic", "--noinput", "-v", "0")  # whitenoise indexes files at start
         stack.start_gateway()
     except Exception:
         stack.close()

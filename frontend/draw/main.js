@@ -1,0 +1,236 @@
+// The drawing page: draw, and the model paints it as you draw.
+//
+// A frame leaves only when the drawing or a parameter changed, at most once per throttle interval
+// (leading and trailing edge), as binary JPEG at the chosen size. The throttle runs before the JPEG
+// is encoded, which is the costly part, so realtime.js's own throttle is off here.
+
+import { connect, throttle } from "../realtime.js";
+import { DrawingCanvas } from "./canvas.js";
+import { RollingStats } from "./stats.js";
+
+const THROTTLE_MS = 128;
+const PALETTE = ["#111111", "#1e2a78", "#2f80ed", "#27ae60", "#f2c94c", "#f2994a", "#eb5757", "#ffffff"];
+const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
+
+const studio = $("studio");
+const tokenLifetime = Number(studio.dataset.tokenLifetime) || 120;
+const ui = {
+  app: $("app-select"), prompt: $("prompt"), strength: $("strength"), steps: $("steps"), seed: $("seed"),
+  seedLock: $("seed-lock"), size: $("size"), color: $("color"), brush: $("brush"), eraser: $("eraser"),
+  result: $("result"), placeholder: $("result-placeholder"), busy: $("busy"), status: $("status"),
+  latency: $("latency"), fps: $("fps"), download: $("download"), error: $("error"), video: $("video"),
+  webcam: $("webcam"),
+};
+
+const stats = new RollingStats();
+/** @type {Map<number, {changeAt: number, sentAt: number}>} frames sent and not answered yet */
+const inFlight = new Map();
+let nextId = 1;
+let lastShownId = 0;
+let dirty = false;
+let lastChangeAt = performance.now();
+/** @type {{send: (input: object) => void, close: () => void} | undefined} */
+let connection;
+/** @type {string | undefined} */
+let resultUrl;
+/** @type {MediaStream | undefined} */
+let camera;
+
+const drawing = new DrawingCanvas($("canvas"), { onChange: changed });
+window.realtimePage = { stats, inFlight, drawing }; // read by the browser benchmark
+
+function changed(eventTime = performance.now()) {
+  dirty = true;
+  lastChangeAt = eventTime;
+  sendFrame();
+}
+
+const sendFrame = throttle(async () => {
+  if (!dirty || !connection || !ui.app.value) return;
+  dirty = false;
+  const changeAt = lastChangeAt;
+  const size = Number(ui.size.value);
+  if (!ui.seedLock.checked) ui.seed.value = String(Math.floor(Math.random() * 2 ** 32));
+  const image = await drawing.export(size);
+  const id = nextId++;
+  inFlight.set(id, { changeAt, sentAt: performance.now() });
+  connection.send({
+    prompt: ui.prompt.value || " ",
+    image_bytes: image,
+    strength: Number(ui.strength.value),
+    num_inference_steps: Number(ui.steps.value),
+    seed: Number(ui.seed.value),
+    image_size: { width: size, height: size },
+    output_format: "jpeg",
+    request_id: id,
+  });
+  ui.busy.hidden = false;
+}, THROTTLE_MS);
+
+async function showResult(/** @type {any} */ result) {
+  const id = result.request_id;
+  const frame = inFlight.get(id);
+  for (const key of inFlight.keys()) if (key <= id) inFlight.delete(key); // older ones were displaced
+  ui.busy.hidden = inFlight.size === 0;
+  if (typeof id !== "number" || id <= lastShownId) return;
+  lastShownId = id;
+  const image = result.images?.[0];
+  if (!image) return;
+  const blob = image.content
+    ? new Blob([image.content], { type: image.content_type })
+    : await (await fetch(image.url)).blob();
+  const url = URL.createObjectURL(blob);
+  ui.result.src = url;
+  await ui.result.decode().catch(() => undefined);
+  ui.result.hidden = false;
+  ui.placeholder.hidden = true;
+  if (resultUrl) URL.revokeObjectURL(resultUrl);
+  resultUrl = url;
+  if (frame) stats.add(performance.now() - frame.changeAt);
+  ui.latency.textContent = `${Math.round(stats.percentile(50))} ms`;
+  ui.download.href = url;
+  ui.download.download = `${slug(ui.prompt.value) || "drawing"}-${result.seed ?? ui.seed.value}.jpg`;
+  ui.download.hidden = false;
+  ui.error.hidden = true;
+  ui.result.dataset.requestId = String(id);
+}
+
+function showError(/** @type {any} */ error) {
+  ui.error.textContent = error?.message || String(error);
+  ui.error.hidden = false;
+  inFlight.clear();
+  ui.busy.hidden = true;
+}
+
+function showStatus(/** @type {string} */ state) {
+  ui.status.textContent = { open: "connected", connecting: "connecting", idle: "idle", closed: "disconnected", error: "error" }[state] ?? state;
+  ui.status.dataset.state = state;
+}
+
+async function tokenProvider(/** @type {string} */ app) {
+  const response = await fetch(`/api/fal/token?app=${encodeURIComponent(app)}`, { credentials: "same-origin" });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(`${response.status}: ${body.detail ?? "no token"}`);
+  return body.token;
+}
+
+function openConnection() {
+  connection?.close();
+  inFlight.clear();
+  const app = ui.app.value;
+  if (!app) {
+    showStatus("error");
+    showError(new Error("No app is available: no runner is reachable."));
+    return;
+  }
+  connection = connect(app, {
+    connectionKey: `draw:${app}`,
+    throttleInterval: 0,
+    maxBuffering: 1,
+    tokenProvider,
+    tokenExpirationSeconds: tokenLifetime,
+    onResult: showResult,
+    onError: showError,
+    onStatus: showStatus,
+  });
+  changed();
+}
+
+function slug(/** @type {string} */ text) {
+  return text.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40);
+}
+
+async function toggleWebcam() {
+  if (camera) {
+    for (const track of camera.getTracks()) track.stop();
+    camera = undefined;
+    ui.webcam.setAttribute("aria-pressed", "false");
+    return;
+  }
+  try {
+    camera = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+  } catch (error) {
+    showError(new Error(`Camera unavailable: ${error instanceof Error ? error.message : error}`));
+    return;
+  }
+  ui.video.srcObject = camera;
+  await ui.video.play();
+  ui.webcam.setAttribute("aria-pressed", "true");
+  const tick = () => {
+    if (!camera) return;
+    drawing.drawPicture(ui.video, { record: false });
+    requestAnimationFrame(tick);
+  };
+  drawing.history.record(drawing.snapshot());
+  tick();
+}
+
+// -- controls -------------------------------------------------------------------------------------
+
+const palette = $("palette");
+for (const color of PALETTE) {
+  const swatch = document.createElement("button");
+  swatch.type = "button";
+  swatch.className = "swatch";
+  swatch.style.background = color;
+  swatch.title = color;
+  swatch.setAttribute("aria-label", `colour ${color}`);
+  swatch.addEventListener("click", () => setColor(color));
+  palette.append(swatch);
+}
+
+function setColor(/** @type {string} */ color) {
+  drawing.color = color;
+  ui.color.value = color;
+  setEraser(false);
+  for (const swatch of palette.children) swatch.setAttribute("aria-pressed", String(swatch.title === color));
+}
+
+function setEraser(/** @type {boolean} */ on) {
+  drawing.erasing = on;
+  ui.eraser.setAttribute("aria-pressed", String(on));
+}
+
+ui.color.addEventListener("input", () => setColor(ui.color.value));
+ui.brush.addEventListener("input", () => (drawing.size = Number(ui.brush.value)));
+ui.eraser.addEventListener("click", () => setEraser(!drawing.erasing));
+$("undo").addEventListener("click", () => drawing.undo());
+$("redo").addEventListener("click", () => drawing.redo());
+$("fill").addEventListener("click", () => drawing.fill(ui.color.value));
+$("clear").addEventListener("click", () => drawing.clear());
+ui.webcam.addEventListener("click", toggleWebcam);
+$("upload").addEventListener("change", async (/** @type {Event} */ e) => {
+  const file = /** @type {HTMLInputElement} */ (e.target).files?.[0];
+  if (!file) return;
+  try {
+    drawing.drawPicture(await createImageBitmap(file));
+  } catch {
+    showError(new Error(`${file.name} is not a picture this browser can read`));
+  }
+});
+$("seed-random").addEventListener("click", () => {
+  ui.seed.value = String(Math.floor(Math.random() * 2 ** 32));
+  changed();
+});
+for (const [input, output] of [[ui.strength, $("strength-value")], [ui.steps, $("steps-value")]]) {
+  input.addEventListener("input", () => {
+    output.textContent = input.value;
+    changed();
+  });
+}
+for (const input of [ui.prompt, ui.seed, ui.seedLock, ui.size]) input.addEventListener("input", () => changed());
+ui.app.addEventListener("change", openConnection);
+
+document.addEventListener("keydown", (e) => {
+  const typing = e.target instanceof HTMLElement && e.target.closest("input, textarea, select");
+  if (typing || !(e.ctrlKey || e.metaKey)) return;
+  const key = e.key.toLowerCase();
+  if (key === "z" && !e.shiftKey) drawing.undo();
+  else if ((key === "z" && e.shiftKey) || key === "y") drawing.redo();
+  else return;
+  e.preventDefault();
+});
+
+setInterval(() => (ui.fps.textContent = stats.fps().toFixed(1)), 500);
+setColor(drawing.color);
+openConnection();

@@ -1,0 +1,275 @@
+"""The drawing page in a real browser (Debian's chromium via playwright) against real daphne and runner
+processes: log in, draw, watch the result follow; prompt, undo, eraser; a runner lost and back; tokens
+that expire every few seconds; no console errors; screenshots at desktop and phone width."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.conftest import ROOT, start_runner
+from tests.gateway.stack import GatewayStack, start_stack
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+PASSWORD = "pw-frida-12345"
+TOKEN_LIFETIME = 4  # seconds: tokens expire and are refreshed many times during the tests
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
+    stack = start_stack(
+        tmp_path_factory.mktemp("browser"),
+        [["--apps", "local/stylize,local/echo,fal-ai/fast-lcm-diffusion"]],
+        {"REALTIME_TOKEN_MAX_LIFETIME": str(TOKEN_LIFETIME), "DJANGO_DEBUG": "0"},
+    )
+    make = f"get_user_model().objects.create_user('frida', password={PASSWORD!r})"
+    stack.manage("shell", "-c", f"from django.contrib.auth import get_user_model; {make}")
+    yield stack
+    stack.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            ],
+        )  # fmt: skip
+        yield browser
+        browser.close()
+
+
+class ConsoleLog:
+    def __init__(self, page: Page):
+        self.errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+
+def logged_in(browser: Browser, stack: GatewayStack, width: int = 1280, height: int = 900) -> tuple[Page, ConsoleLog]:
+    page = browser.new_page(viewport={"width": width, "height": height})
+    console = ConsoleLog(page)
+    page.goto(f"{stack.http}/")
+    expect(page).to_have_url(f"{stack.http}/accounts/login/?next=/")
+    page.fill("#id_username", "frida")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.get_by_test_id("status")).to_have_text("connected", timeout=20_000)
+    return page, console
+
+
+def stroke(page: Page, points: list[tuple[float, float]]) -> None:
+    """Drag the mouse through points given as fractions of the canvas."""
+    box = page.get_by_test_id("draw-canvas").bounding_box()
+    assert box is not None
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y, steps=6)
+    page.mouse.up()
+
+
+def result_id(page: Page) -> int:
+    return int(page.get_by_test_id("result-image").get_attribute("data-request-id") or 0)
+
+
+def next_result(page: Page, after: int, timeout: float = 20_000) -> int:
+    page.wait_for_function(
+        "after => Number(document.querySelector('[data-testid=result-image]').dataset.requestId || 0) > after",
+        arg=after,
+        timeout=timeout,
+    )
+    page.wait_for_timeout(400)  # let the trailing frame of the action arrive too
+    return result_id(page)
+
+
+def result_digest(page: Page) -> str:
+    data = page.evaluate(
+        """async () => {
+            const img = document.querySelector('[data-testid=result-image]');
+            const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+            return Array.from(bytes.slice(0, 4000)).join(',') + ':' + bytes.length;
+        }"""
+    )
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def canvas_digest(page: Page) -> str:
+    return hashlib.sha256(page.get_by_test_id("draw-canvas").evaluate("c => c.toDataURL()").encode()).hexdigest()
+
+
+def pixel(page: Page, fx: float, fy: float) -> list[int]:
+    return page.get_by_test_id("draw-canvas").evaluate(
+        "(c, [fx, fy]) => Array.from(c.getContext('2d').getImageData(fx * c.width, fy * c.height, 1, 1).data)",
+        [fx, fy],
+    )
+
+
+def test_logged_out_visitors_go_to_the_login_page(browser: Browser, stack: GatewayStack) -> None:
+    page = browser.new_page()
+    page.goto(f"{stack.http}/")
+    expect(page).to_have_url(f"{stack.http}/accounts/login/?next=/")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.close()
+
+
+def test_draw_and_the_result_follows_the_drawing(browser: Browser, stack: GatewayStack) -> None:
+    page, console = logged_in(browser, stack)
+    stroke(page, [(0.2, 0.2), (0.8, 0.3), (0.5, 0.8)])
+    first = next_result(page, 0)
+    expect(page.get_by_test_id("result-image")).to_be_visible()
+    before = result_digest(page)
+    stroke(page, [(0.1, 0.9), (0.9, 0.1)])
+    second = next_result(page, first)
+    assert result_digest(page) != before  # a new picture for the new stroke
+    assert int(page.locator("#latency").inner_text().split()[0]) > 0
+    page.set_viewport_size({"width": 1280, "height": 900})
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "drawing-desktop.png"), full_page=True)
+    assert second > first and console.errors == []
+    page.close()
+
+
+def test_prompt_change_gives_a_new_result(browser: Browser, stack: GatewayStack) -> None:
+    page, console = logged_in(browser, stack)
+    page.get_by_test_id("prompt-input").fill("fire")
+    stroke(page, [(0.3, 0.3), (0.7, 0.7)])
+    first = next_result(page, 0)
+    fire = result_digest(page)
+    page.get_by_test_id("prompt-input").fill("frost")
+    next_result(page, first)
+    assert result_digest(page) != fire and console.errors == []
+    page.close()
+
+
+def test_undo_redo_and_eraser(browser: Browser, stack: GatewayStack) -> None:
+    page, console = logged_in(browser, stack)
+    stroke(page, [(0.2, 0.5), (0.8, 0.5)])
+    after_first = canvas_digest(page)
+    stroke(page, [(0.5, 0.1), (0.5, 0.9)])
+    after_second = canvas_digest(page)
+    shown = next_result(page, 0)
+    page.keyboard.press("Control+z")
+    assert canvas_digest(page) == after_first
+    shown = next_result(page, shown)  # undo is a change: a new frame goes out
+    page.keyboard.press("Control+Shift+z")
+    assert canvas_digest(page) == after_second
+    page.click("#undo")
+    assert canvas_digest(page) == after_first
+    assert pixel(page, 0.5, 0.5)[:3] != [255, 255, 255]
+    page.click("#eraser")
+    page.get_by_label("Brush").fill("60")
+    stroke(page, [(0.3, 0.5), (0.7, 0.5)])
+    assert pixel(page, 0.5, 0.5)[:3] == [255, 255, 255]
+    next_result(page, shown)
+    assert console.errors == []
+    page.close()
+
+
+def test_app_selector_shows_what_is_unavailable_and_why(browser: Browser, stack: GatewayStack) -> None:
+    page, _ = logged_in(browser, stack)
+    lcm = page.get_by_test_id("app-select").locator("option[value='fal-ai/fast-lcm-diffusion']")
+    expect(lcm).to_be_disabled()
+    expect(lcm).to_contain_text("unavailable: engine 'lcm' is not part of this build")
+    expect(page.get_by_test_id("app-select")).to_have_value("local/stylize")
+    page.close()
+
+
+def test_tokens_expire_every_few_seconds_and_drawing_goes_on(browser: Browser, stack: GatewayStack) -> None:
+    page, console = logged_in(browser, stack)
+    shown = 0
+    for i in range(5):  # about 3 token lifetimes
+        stroke(page, [(0.1 + 0.15 * i, 0.2), (0.2 + 0.15 * i, 0.8)])
+        shown = next_result(page, shown)
+        page.wait_for_timeout(TOKEN_LIFETIME * 1000 * 0.6)
+    stroke(page, [(0.9, 0.9), (0.1, 0.9)])
+    next_result(page, shown)
+    expect(page.locator("#error")).to_be_hidden()
+    assert console.errors == []
+    page.close()
+
+
+def test_phone_width_screenshot(browser: Browser, stack: GatewayStack) -> None:
+    page, console = logged_in(browser, stack, width=375, height=812)
+    stroke(page, [(0.2, 0.2), (0.8, 0.8)])
+    next_result(page, 0)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scrolling
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "drawing-phone.png"), full_page=True)
+    assert console.errors == []
+    page.close()
+
+
+def test_runner_stopped_then_back(browser: Browser, stack: GatewayStack, tmp_path: Path) -> None:
+    page, _ = logged_in(browser, stack)
+    stroke(page, [(0.2, 0.2), (0.8, 0.8)])
+    shown = next_result(page, 0)
+    runner = stack.runners[0]
+    port = runner.port
+    runner.stop()
+    stroke(page, [(0.8, 0.2), (0.2, 0.8)])
+    expect(page.locator("#error")).to_contain_text("RUNNER_UNAVAILABLE", timeout=20_000)
+    stack.runners[0] = start_runner("--apps", "local/stylize,local/echo,fal-ai/fast-lcm-diffusion", "--port", str(port))
+    page.wait_for_timeout(1500)  # the gateway's health check sees it again
+    for _ in range(20):
+        stroke(page, [(0.5, 0.1), (0.5, 0.9)])
+        try:
+            shown = next_result(page, shown, timeout=3000)
+            break
+        except Exception:
+            continue
+    expect(page.locator("#error")).to_be_hidden()
+    assert shown > 0
+    page.close()
+
+
+def test_picture_webcam_fill_clear_and_download(browser: Browser, stack: GatewayStack, tmp_path: Path) -> None:
+    from PIL import Image
+
+    page, console = logged_in(browser, stack)
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (300, 200), (220, 20, 20)).save(picture)
+    page.set_input_files("#upload", str(picture))
+    page.wait_for_function(
+        "() => document.querySelector('canvas').getContext('2d').getImageData(256, 256, 1, 1).data[0] > 200"
+    )
+    shown = next_result(page, 0)
+    page.click("#undo")
+    assert pixel(page, 0.5, 0.5)[:3] == [255, 255, 255]
+    page.click("#webcam")  # chromium's fake camera: a moving test pattern
+    expect(page.locator("#webcam")).to_have_attribute("aria-pressed", "true")
+    centre = "document.querySelector('canvas').getContext('2d').getImageData(256, 256, 1, 1).data.join()"
+    page.wait_for_function(f"() => {centre} !== '255,255,255,255'")
+    shown = next_result(page, shown)
+    page.click("#webcam")
+    expect(page.locator("#webcam")).to_have_attribute("aria-pressed", "false")
+    page.click("button[title='#27ae60']")
+    page.click("#fill")
+    assert pixel(page, 0.1, 0.1)[:3] == [39, 174, 96]
+    page.click("#clear")
+    assert pixel(page, 0.1, 0.1)[:3] == [255, 255, 255]
+    page.get_by_test_id("prompt-input").fill("Fire & Ice!")
+    page.fill("#seed", "7")
+    shown = next_result(page, shown)
+    with page.expect_download() as download:
+        page.click("#download")
+    assert download.value.suggested_filename == "fire-ice-7.jpg"
+    assert console.errors == []
+    page.close()
