@@ -9,11 +9,11 @@ result's ``timings`` is read without copying its image.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
-import os
-import socket
+import time
 from typing import Any
 
 import msgpack
@@ -30,16 +30,28 @@ from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit
 from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
 from realtime_site.protocol import ErrorCode, error_message
-from realtime_site.usage.recorder import Usage, recorder
+from realtime_site.usage import metrics
+from realtime_site.usage.recorder import GATEWAY_NAME, Usage, recorder
 
-__all__ = ["RealtimeConsumer", "inference_seconds_of"]
+__all__ = ["RealtimeConsumer", "inference_seconds_of", "key_group", "token_group", "user_group"]
 
 log = logging.getLogger("realtime_site.gateway")
-GATEWAY_NAME = f"{socket.gethostname()}:{os.getpid()}"
 RUNNER_META_PREFIX = '{"type": "x-fal-'  # how the runner's errors and meta messages begin
 UPSTREAM_OPEN_TIMEOUT = 5.0
 # Close codes with which a runner refuses a connection, after an x-fal-error we relay.
 RUNNER_REFUSALS = {CloseCode.BAD_REQUEST, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND, CloseCode.UNAVAILABLE}
+
+
+def user_group(user_id: int) -> str:
+    return f"realtime-user-{user_id}"
+
+
+def key_group(api_key_id: int) -> str:
+    return f"realtime-key-{api_key_id}"
+
+
+def token_group(jti: str) -> str:
+    return f"realtime-token-{jti}"
 
 
 def inference_seconds_of(result: bytes) -> float:
@@ -68,6 +80,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     closing = False
     finished = False
     slot_taken = False
+    groups: tuple[str, ...] = ()
 
     async def __call__(self, scope, receive, send) -> None:
         try:
@@ -138,6 +151,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if settings.USAGE_RECORDING:
             recorder.open(self.usage)
         lifecycle.register(self)
+        app = admission.app_id
+        self.pending: collections.deque[float] = collections.deque()  # arrival times of relayed frames
+        self.m_frames, self.m_results = metrics.FRAMES.labels(app), metrics.RESULTS.labels(app)
+        self.m_latency, self.m_active = metrics.LATENCY.labels(app), metrics.ACTIVE.labels(app)
+        self.m_active.inc()
+        await self._join_groups(admission)
         log.info("admitted: user=%s app=%s auth=%s", admission.user.pk, admission.app_id, admission.auth_method)
 
     # -- client -> runner ---------------------------------------------------------------------
@@ -150,6 +169,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         size = len(data) if isinstance(data, bytes) else len(data.encode())
         usage.frames_in += 1
         usage.bytes_in += size
+        self.m_frames.inc()
         if size > settings.REALTIME_MAX_FRAME_BYTES:
             limit = settings.REALTIME_MAX_FRAME_BYTES
             await self._client_error(ErrorCode.PAYLOAD_TOO_LARGE, f"frame is {size} bytes; the limit is {limit} bytes")
@@ -161,6 +181,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.upstream is None and not await self._open_upstream():
             return
         assert self.upstream is not None
+        self.pending.append(time.perf_counter())
         with contextlib.suppress(ConnectionClosed):  # a lost runner is reported by the reader
             await self.upstream.send(data)
 
@@ -219,6 +240,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             runner.local_sessions -= 1
         if self.upstream is ws and not self.closing:
             self.upstream = None
+            self.pending.clear()  # those inputs are lost with the runner
             await self._runner_closed(ws, runner, last_error)
 
     async def _relay_one(self, message: bytes | str) -> str | None:
@@ -227,6 +249,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         assert usage is not None
         if isinstance(message, bytes):
             usage.results_out += 1
+            self._answered(oldest=True)
             usage.bytes_out += len(message)
             usage.inference_seconds += inference_seconds_of(message)
             await self.send(bytes_data=message)
@@ -234,6 +257,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if message.startswith(RUNNER_META_PREFIX):
             return await self._relay_runner_text(message)
         usage.results_out += 1  # a JSON result
+        self._answered(oldest=True)
         usage.bytes_out += len(message)
         with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
             usage.inference_seconds += float(json.loads(message)["timings"]["inference"])
@@ -251,6 +275,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         kind, action = meta.get("type"), meta.get("action")
         if kind == "x-fal-message" and action == "dropped":
             usage.frames_dropped += 1
+            # The buffer drops its oldest input: the second pending frame when one is in inference.
+            if len(self.pending) >= 2:
+                del self.pending[1]
+            elif self.pending:
+                self.pending.popleft()
             return None
         if kind == "x-fal-message" and not self.admission.timings:
             return None
@@ -259,8 +288,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if kind == "x-fal-error":
             code = str(meta.get("error", "UNKNOWN"))
             usage.errors[code] += 1
+            metrics.ERRORS.labels(self.admission.app_id, code).inc()
+            self._answered(oldest=False)  # a refused input is answered as soon as it arrives
             return code
         return None
+
+    def _answered(self, *, oldest: bool) -> None:
+        """Account one answer: a result answers the oldest pending frame, in order."""
+        if not self.pending:
+            return
+        arrived = self.pending.popleft() if oldest else self.pending.pop()
+        if not oldest or self.usage is None:
+            return
+        seconds = time.perf_counter() - arrived
+        self.usage.latency_buckets[metrics.bucket_index(seconds * 1000)] += 1
+        self.m_latency.observe(seconds)
+        self.m_results.inc()
 
     async def _runner_closed(self, ws: ClientConnection, runner: RunnerState, last_error: str | None) -> None:
         code = ws.close_code
@@ -278,10 +321,30 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # -- errors and close ---------------------------------------------------------------------
 
     async def _client_error(self, code: ErrorCode, reason: str) -> None:
-        if self.usage is not None:
+        if self.usage is not None and self.admission is not None:
             self.usage.errors[code.value] += 1
+            metrics.ERRORS.labels(self.admission.app_id, code.value).inc()
         with contextlib.suppress(Exception):
             await self.send(text_data=error_message(code, reason))
+
+    # -- staff actions, from any gateway process through the channel layer ----------------------
+
+    async def _join_groups(self, admission: Admission) -> None:
+        """Groups by which staff reach this connection: its user, and its key or token."""
+        groups = [user_group(admission.user.pk)]
+        if admission.api_key_id is not None:
+            groups.append(key_group(admission.api_key_id))
+        if admission.token_id is not None:
+            groups.append(token_group(admission.token_id))
+        self.groups = tuple(groups)
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def realtime_kick(self, event: dict[str, Any]) -> None:
+        """Close this connection now, telling the client why (admin disconnect or revocation)."""
+        code = ErrorCode(event.get("error", ErrorCode.FORBIDDEN.value))
+        await self._client_error(code, str(event.get("reason", "closed by an administrator")))
+        await self.close(int(event.get("close_code", CloseCode.FORBIDDEN)))
 
     async def disconnect(self, code: int) -> None:
         await self._finish(code)
@@ -305,6 +368,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.reader.cancel()
         if self.slot_taken and self.admission is not None:
             limiter.disconnect(self.admission.user.pk)
+            self.m_active.dec()
+        for group in self.groups:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
         if self.usage is not None and settings.USAGE_RECORDING:
             try:
                 await recorder.close(self.usage, close_code)

@@ -37,6 +37,9 @@ class ConnectionRecord(models.Model):
     bytes_in = models.PositiveBigIntegerField(default=0)
     bytes_out = models.PositiveBigIntegerField(default=0)
     inference_seconds = models.FloatField(default=0.0)
+    latency_buckets = models.JSONField(
+        default=list, blank=True, help_text="result latency counts per bucket (see usage.metrics)"
+    )
     client_address = models.CharField(max_length=100, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
 
@@ -50,3 +53,21 @@ class ConnectionRecord(models.Model):
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+
+class AppMinute(models.Model):
+    """One app's traffic in one minute through one gateway process: what the dashboard plots."""
+
+    app = models.CharField(max_length=200)
+    minute = models.DateTimeField(db_index=True)
+    gateway = models.CharField(max_length=100)
+    frames_in = models.PositiveBigIntegerField(default=0)
+    results_out = models.PositiveBigIntegerField(default=0)
+    errors = models.JSONField(default=dict, blank=True)
+    latency_buckets = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["app", "minute", "gateway"], name="one_row_per_app_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.app} {self.minute:%Y-%m-%d %H:%M} {self.gateway}"

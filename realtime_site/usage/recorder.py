@@ -19,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
+import socket
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,13 +29,19 @@ from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from realtime_site.usage.models import ConnectionRecord
+from realtime_site.usage.models import AppMinute, ConnectionRecord
+from realtime_site.usage.rollups import MinuteStats, Rollups, empty_buckets
 
-__all__ = ["Usage", "UsageRecorder", "recorder"]
+__all__ = ["GATEWAY_NAME", "LIVE_GROUP", "Usage", "UsageRecorder", "recorder"]
+
+GATEWAY_NAME = f"{socket.gethostname()}:{os.getpid()}"
+LIVE_GROUP = "usage-live"  # the staff dashboard listens here
+LIVE_INTERVAL = 2.0  # seconds between rollups sent to the dashboard
 
 log = logging.getLogger("realtime_site.usage")
 
@@ -48,6 +57,7 @@ _MUTABLE = (
     "bytes_in",
     "bytes_out",
     "inference_seconds",
+    "latency_buckets",
 )
 BACKLOG_LIMIT = 10_000  # records kept in memory while the database cannot be written
 
@@ -74,6 +84,7 @@ class Usage:
     bytes_in: int = 0
     bytes_out: int = 0
     inference_seconds: float = 0.0
+    latency_buckets: list[int] = field(default_factory=empty_buckets)
 
     def version(self) -> tuple[Any, ...]:
         """Changes whenever a counter does: a record is rewritten only when it differs."""
@@ -107,14 +118,21 @@ class Usage:
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             inference_seconds=round(self.inference_seconds, 6),
+            latency_buckets=list(self.latency_buckets),
             client_address=self.client_address[:100],
             user_agent=self.user_agent[:300],
         )
 
 
-def write_records(new: list[ConnectionRecord], changed: list[ConnectionRecord]) -> None:
-    """Insert ``new`` and update ``changed`` in one transaction (sync: the database thread)."""
+def write_records(
+    new: list[ConnectionRecord], changed: list[ConnectionRecord], minutes: list[dict[str, Any]] = ()
+) -> None:
+    """Insert ``new``, update ``changed`` and the minute rollups in one transaction (the database thread)."""
     with transaction.atomic():
+        for minute in minutes:
+            key = {"app": minute["app"], "minute": minute["minute"], "gateway": minute["gateway"]}
+            values = {k: minute[k] for k in ("frames_in", "results_out", "errors", "latency_buckets")}
+            AppMinute.objects.update_or_create(**key, defaults=values)
         if new:
             ConnectionRecord.objects.bulk_create(new)
         if changed:
@@ -141,6 +159,7 @@ class UsageRecorder:
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
+        self.rollups = Rollups()
         self.lost = 0  # records dropped because the backlog was full
 
     # -- API for consumers ----------------------------------------------------------------------
@@ -191,14 +210,34 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         assert self._wake is not None
+        last_write = time.monotonic()
         while True:
-            periodic = False
             try:
-                await asyncio.wait_for(self._wake.wait(), settings.USAGE_FLUSH_INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), LIVE_INTERVAL)
             except TimeoutError:
-                periodic = True
+                self.rollups.tick(list(self._open.values()))
+                await self._broadcast()
             self._wake.clear()
-            await self._write_round(everything=periodic or bool(self._flush_waiters))
+            everything = bool(self._flush_waiters) or time.monotonic() - last_write >= settings.USAGE_FLUSH_INTERVAL
+            if everything:
+                last_write = time.monotonic()
+            await self._write_round(everything=everything)
+
+    async def _broadcast(self) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        active: collections.Counter[str] = collections.Counter(u.app for u in self._open.values())
+        message = {
+            "type": "usage.live",
+            "gateway": GATEWAY_NAME,
+            "active": dict(active),
+            "minutes": [m.as_dict(GATEWAY_NAME) for m in self.rollups.current()],
+        }
+        try:
+            await layer.group_send(LIVE_GROUP, message)
+        except Exception:  # the dashboard is a convenience: never let it stop the recording
+            log.warning("could not send live usage to the dashboard", exc_info=True)
 
     async def _write_round(self, *, everything: bool) -> None:
         closing, self._closing = self._closing, []
@@ -208,13 +247,19 @@ class UsageRecorder:
         batch.update((u.id, u) for u, _ in closing)
         if everything:
             batch.update((u.id, u) for u in self._open.values() if self._written.get(u.id) != u.version())
-        if batch:
+        self.rollups.tick(list(self._open.values()), ended=[u for u, _ in closing])
+        minutes: list[MinuteStats] = self.rollups.changed() if everything or closing else []
+        if batch or minutes:
             versions = {uid: u.version() for uid, u in batch.items()}
             rows = [u.snapshot() for u in batch.values()]  # copied on the loop: consistent counts
             new = [r for r in rows if r.id not in self._written]
             changed = [r for r in rows if r.id in self._written]
             try:
-                await database_sync_to_async(write_records)(new, changed)
+                await database_sync_to_async(write_records)(
+                    new, changed, [m.as_dict(GATEWAY_NAME, json=False) for m in minutes]
+                )
+                for stats in minutes:
+                    stats.dirty = False
             except Exception:
                 log.exception("usage write failed for %d records; keeping them for the next round", len(rows))
                 self._keep_for_retry([u for u, _ in closing])

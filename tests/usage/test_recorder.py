@@ -46,9 +46,9 @@ async def test_unchanged_records_are_not_rewritten(user, monkeypatch: pytest.Mon
     calls: list[tuple[int, int]] = []
     real = recorder_module.write_records
 
-    def spy(new, changed):
+    def spy(new, changed, minutes=()):
         calls.append((len(new), len(changed)))
-        real(new, changed)
+        real(new, changed, minutes)
 
     monkeypatch.setattr(recorder_module, "write_records", spy)
     a.frames_in += 1
@@ -65,10 +65,10 @@ async def test_a_failed_write_is_kept_and_retried(user, monkeypatch: pytest.Monk
     real = recorder_module.write_records
     failures = [RuntimeError("database is away")]
 
-    def flaky(new, changed):
+    def flaky(new, changed, minutes=()):
         if failures:
             raise failures.pop()
-        real(new, changed)
+        real(new, changed, minutes)
 
     monkeypatch.setattr(recorder_module, "write_records", flaky)
     await rec.close(usage, 1000)  # returns: the record waits in the backlog
@@ -81,7 +81,7 @@ async def test_a_failed_write_is_kept_and_retried(user, monkeypatch: pytest.Monk
 async def test_backlog_is_bounded_and_counts_what_it_drops(user, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recorder_module, "BACKLOG_LIMIT", 2)
 
-    def down(new, changed):
+    def down(new, changed, minutes=()):
         raise RuntimeError("database is away")
 
     monkeypatch.setattr(recorder_module, "write_records", down)

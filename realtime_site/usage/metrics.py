@@ -1,0 +1,45 @@
+"""Prometheus metrics of this gateway process (``GET /metrics``), and the latency buckets shared
+with the per-minute usage rollups."""
+
+from __future__ import annotations
+
+import bisect
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["LATENCY_BUCKETS_MS", "REGISTRY", "bucket_index", "percentile_from_buckets"]
+
+# Upper bounds in milliseconds; the last bucket is everything slower.
+LATENCY_BUCKETS_MS = (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+REGISTRY = CollectorRegistry()
+FRAMES = Counter("realtime_frames", "Frames received from clients", ["app"], registry=REGISTRY)
+RESULTS = Counter("realtime_results", "Results relayed to clients", ["app"], registry=REGISTRY)
+ERRORS = Counter("realtime_errors", "Errors sent to clients, by code", ["app", "code"], registry=REGISTRY)
+LATENCY = Histogram(
+    "realtime_result_latency_seconds",
+    "From a frame's arrival at the gateway to the result that answers it",
+    ["app"],
+    buckets=[b / 1000 for b in LATENCY_BUCKETS_MS],
+    registry=REGISTRY,
+)
+ACTIVE = Gauge("realtime_active_connections", "Open realtime connections", ["app"], registry=REGISTRY)
+RUNNER_UP = Gauge("realtime_runner_up", "1 when the runner answers its health check", ["runner"], registry=REGISTRY)
+
+
+def bucket_index(latency_ms: float) -> int:
+    return bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)
+
+
+def percentile_from_buckets(counts: list[int], fraction: float) -> float | None:
+    """An upper bound of the given percentile (0..1) from bucket counts; None without data."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = fraction * total
+    seen = 0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen >= rank:
+            return float(LATENCY_BUCKETS_MS[index]) if index < len(LATENCY_BUCKETS_MS) else float("inf")
+    return float("inf")
