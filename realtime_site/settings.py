@@ -69,6 +69,8 @@ REALTIME_MAX_FRAME_BYTES = int(os.environ.get("REALTIME_MAX_FRAME_BYTES", str(8 
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", "")
 # How often usage counts of open connections are written (closing connections are written at once).
 USAGE_FLUSH_INTERVAL = float(os.environ.get("USAGE_FLUSH_INTERVAL", "5"))
+# GET /metrics is open to staff sessions and to this bearer token (unset: staff only).
+REALTIME_METRICS_TOKEN = os.environ.get("REALTIME_METRICS_TOKEN") or None
 # Off only to measure what recording costs (bench/gateway.py): connections are then not recorded.
 USAGE_RECORDING = env_bool("REALTIME_USAGE_RECORDING", True)
 

@@ -1,7 +1,12 @@
-"""WebSocket routes: every path goes to the consumer, which admits ``/{owner}/{alias}/{path}``."""
+"""WebSocket routes: the staff dashboard's live feed, and every other path to the realtime consumer,
+which admits ``/{owner}/{alias}/{path}``."""
 
 from django.urls import re_path
 
 from realtime_site.gateway.consumer import RealtimeConsumer
+from realtime_site.usage.live import LiveUsageConsumer
 
-websocket_urlpatterns = [re_path(r"^.*$", RealtimeConsumer.as_asgi())]
+websocket_urlpatterns = [
+    re_path(r"^admin/live$", LiveUsageConsumer.as_asgi()),
+    re_path(r"^.*$", RealtimeConsumer.as_asgi()),
+]

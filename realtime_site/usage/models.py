@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models
 
 
@@ -71,3 +72,12 @@ class AppMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app} {self.minute:%Y-%m-%d %H:%M} {self.gateway}"
+
+
+class UserUsage(get_user_model()):
+    """The users, seen from their usage (a proxy: no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "user summary"
+        verbose_name_plural = "user summaries"
