@@ -30,10 +30,11 @@ class GatewayStack:
     env: dict[str, str]
     port: int = 0
     daphne: subprocess.Popen[str] | None = None
+    log_name: str = "daphne.log"
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log_path = self.var_dir / "daphne.log"
+        self.log_path = self.var_dir / self.log_name
 
     @property
     def http(self) -> str:
@@ -89,6 +90,13 @@ class GatewayStack:
         self.stop_gateway()
         for runner in self.runners:
             runner.kill()
+
+
+def another_gateway(stack: GatewayStack, name: str = "b") -> GatewayStack:
+    """A second daphne process on the same database, runners and channel layer."""
+    other = GatewayStack(stack.var_dir, [], stack.env, log_name=f"daphne-{name}.log")
+    other.start_gateway()
+    return other
 
 
 def start_stack(tmp: Path, runner_args: list[list[str]], extra_env: dict[str, str] | None = None) -> GatewayStack:
