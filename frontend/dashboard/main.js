@@ -76,7 +76,12 @@ function draw(id, names, columns, xs) {
   const opts = {
     width: Math.max(320, el.clientWidth || 480),
     height: 220,
-    series: [{}, ...names.map((name, i) => ({ label: name, stroke: COLORS[i % COLORS.length], width: 2 }))],
+    series: [
+      {},
+      ...names.map((name, i) => ({
+        label: name, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true, points: { show: true, size: 5 },
+      })),
+    ],
     axes: [{}, { size: 50 }],
   };
   const data = [xs, ...columns];
