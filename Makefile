@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := frontend/node_modules/.installed
+GPU_STAMP := $(VENV)/.installed-gpu
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup run test bench lint browser
@@ -14,6 +15,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
+
+# The optional diffusion extras, for the tests of the diffusers loading path (a CPU torch here).
+$(GPU_STAMP): $(STAMP) requirements-gpu.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-gpu.txt
+	touch $(GPU_STAMP)
 
 # Front-end packages from npm, exactly as the lockfile says; served by Django's static files.
 $(NPM_STAMP): frontend/package.json frontend/package-lock.json
@@ -31,7 +37,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint browser
+test: lint browser $(GPU_STAMP)
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	cd frontend && REALTIME_PYTHON=$(abspath $(PY)) npm test --silent

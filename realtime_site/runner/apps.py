@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import functools
 import logging
 import time
 from typing import Any
@@ -55,7 +56,17 @@ class RunnerApp:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=engine.workers, thread_name_prefix=f"engine-{self.spec.engine}"
         )
-        self.scheduler = FairScheduler(engine.workers)
+        if engine.max_batch > 1:
+            from realtime_site.runner.session import execute_batch  # session imports this module
+
+            self.scheduler = FairScheduler(
+                engine.workers,
+                max_batch=engine.max_batch,
+                batch_key=lambda job: engine.batch_key(job.request),
+                run_batch=functools.partial(execute_batch, self),
+            )
+        else:
+            self.scheduler = FairScheduler(engine.workers)
         self.load_seconds = time.perf_counter() - started
         self.state = AppState.READY
         log.info("app %s ready (engine %s, %.2f s)", self.app_id, self.spec.engine, self.load_seconds)

@@ -43,6 +43,9 @@ class LatestWinsBuffer(Generic[T]):
     def pop(self) -> T | None:
         return self._items.popleft() if self._items else None
 
+    def peek(self) -> T | None:
+        return self._items[0] if self._items else None
+
     def clear(self) -> None:
         self._items.clear()
 
@@ -96,12 +99,28 @@ class Lane:
 
 
 class FairScheduler:
-    """Round-robin between lanes with pending input; at most ``concurrency`` inputs in flight."""
+    """Round-robin between lanes with pending input; at most ``concurrency`` calls in flight.
 
-    def __init__(self, concurrency: int):
+    With ``max_batch`` > 1, one call takes the next inputs of up to ``max_batch`` lanes, in
+    round-robin order, whose ``batch_key`` equals the first's, and runs them with ``run_batch``.
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        *,
+        max_batch: int = 1,
+        batch_key: Callable[[Any], Any] | None = None,
+        run_batch: Callable[[list[Any]], Awaitable[list[Any]]] | None = None,
+    ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if max_batch > 1 and (batch_key is None or run_batch is None):
+            raise ValueError("batching needs batch_key and run_batch")
         self.concurrency = concurrency
+        self.max_batch = max_batch
+        self.batch_key = batch_key
+        self.run_batch = run_batch
         self._free = concurrency
         self._ready: collections.deque[Lane] = collections.deque()
         self._lanes: set[Lane] = set()
@@ -148,9 +167,50 @@ class FairScheduler:
                 continue
             self._free -= 1
             lane.in_flight = True
-            task = asyncio.get_running_loop().create_task(self._run(lane, item))
+            batch = self._companions(lane, item) if self.max_batch > 1 else []
+            work = self._run_batch([(lane, item), *batch]) if batch else self._run(lane, item)
+            task = asyncio.get_running_loop().create_task(work)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _companions(self, first: Lane, item: Any) -> list[tuple[Lane, Any]]:
+        """Up to ``max_batch - 1`` more lanes, in turn, whose next input can share the call."""
+        assert self.batch_key is not None
+        key = self.batch_key(item)
+        taken: list[tuple[Lane, Any]] = []
+        for lane in list(self._ready):
+            if len(taken) >= self.max_batch - 1:
+                break
+            head = lane.buffer.peek()
+            if lane.closed or lane.in_flight or head is None or self.batch_key(head) != key:
+                continue
+            self._ready.remove(lane)
+            lane.queued = False
+            lane.in_flight = True
+            taken.append((lane, lane.buffer.pop()))
+        return taken
+
+    async def _run_batch(self, work: list[tuple[Lane, Any]]) -> None:
+        assert self.run_batch is not None
+        slot_held = True
+        try:
+            outcomes = await self.run_batch([item for _, item in work])
+            self._free += 1
+            slot_held = False
+            self._pump()
+            await asyncio.gather(
+                *(lane.deliver(item, outcome) for (lane, item), outcome in zip(work, outcomes, strict=True))
+            )
+        finally:
+            if slot_held:
+                self._free += 1
+            for lane, _ in work:
+                lane.in_flight = False
+                if len(lane.buffer) and not lane.closed:
+                    self._enqueue(lane)
+                elif not lane.busy:
+                    lane._idle.set()
+            self._pump()
 
     async def _run(self, lane: Lane, item: Any) -> None:
         slot_held = True

@@ -62,6 +62,59 @@ def _timed_infer(engine: Engine, request: ImageRequest, seed: int) -> tuple[Engi
     return output, time.perf_counter() - started
 
 
+Outcome = tuple[bytes | str, float] | ProtocolError
+
+
+def encode_result(job: _Job, output: EngineOutput, seed: int, seconds: float) -> tuple[bytes | str, float]:
+    payload = result_payload(
+        job.request,
+        image=output.image,
+        width=output.width,
+        height=output.height,
+        content_type=output.content_type,
+        seed=seed,
+        inference_seconds=seconds,
+        encoding=job.encoding,
+    )
+    return encode_frame(payload, job.encoding), seconds
+
+
+async def execute_one(app: RunnerApp, job: _Job) -> Outcome:
+    """Run the engine on one input in a worker thread and encode the answer; never raises."""
+    request = job.request
+    seed = _seed_of(request)
+    loop = asyncio.get_running_loop()
+    try:
+        output, seconds = await loop.run_in_executor(app.executor, _timed_infer, app.engine, request, seed)
+    except ProtocolError as exc:
+        exc.request_id = request.request_id
+        return exc
+    except Exception:
+        log.exception("app %s: inference failed", app.app_id)
+        return ProtocolError("inference failed", code=ErrorCode.INTERNAL_ERROR, request_id=request.request_id)
+    return encode_result(job, output, seed, seconds)
+
+
+def _timed_infer_batch(
+    engine: Engine, requests: list[ImageRequest], seeds: list[int]
+) -> tuple[list[EngineOutput], float]:
+    started = time.perf_counter()
+    outputs = engine.infer_batch(requests, seeds)
+    return outputs, time.perf_counter() - started
+
+
+async def execute_batch(app: RunnerApp, jobs: list[_Job]) -> list[Outcome]:
+    """Inputs of several connections in one engine call (each frame's timing is the call's)."""
+    seeds = [_seed_of(job.request) for job in jobs]
+    requests = [job.request for job in jobs]
+    loop = asyncio.get_running_loop()
+    try:
+        outputs, seconds = await loop.run_in_executor(app.executor, _timed_infer_batch, app.engine, requests, seeds)
+    except Exception:  # one bad input must not fail its neighbours: answer each on its own
+        return [await execute_one(app, job) for job in jobs]
+    return [encode_result(job, out, seed, seconds) for job, out, seed in zip(jobs, outputs, seeds, strict=True)]
+
+
 class Session:
     def __init__(self, ws: ServerConnection, app: RunnerApp, options: SessionOptions, *, draining: asyncio.Event):
         assert app.engine is not None and app.scheduler is not None
@@ -139,7 +192,7 @@ class Session:
             with contextlib.suppress(ConnectionClosed):
                 await self.ws.send(dropped_message(dropped.request.request_id))
 
-    def _answer_without_work(self, job: _Job) -> tuple[bytes | str, float] | ProtocolError | None:
+    def _answer_without_work(self, job: _Job) -> Outcome | None:
         started = time.perf_counter()
         try:
             output = self.engine.answer_without_work(job.request)
@@ -148,41 +201,13 @@ class Session:
             return exc
         if output is None:
             return None
-        return self._encode(job, output, _seed_of(job.request), time.perf_counter() - started)
+        return encode_result(job, output, _seed_of(job.request), time.perf_counter() - started)
 
-    async def _execute(self, job: _Job) -> tuple[bytes | str, float] | ProtocolError:
-        """Run the engine in a worker thread and encode the answer; never raises."""
+    async def _execute(self, job: _Job) -> Outcome:
         quick = self._answer_without_work(job)
-        if quick is not None:
-            return quick
-        request = job.request
-        seed = _seed_of(request)
-        loop = asyncio.get_running_loop()
-        try:
-            output, seconds = await loop.run_in_executor(self.app.executor, _timed_infer, self.engine, request, seed)
-        except ProtocolError as exc:
-            exc.request_id = request.request_id
-            return exc
-        except Exception:
-            log.exception("app %s: inference failed", self.app.app_id)
-            return ProtocolError("inference failed", code=ErrorCode.INTERNAL_ERROR, request_id=request.request_id)
-        return self._encode(job, output, seed, seconds)
+        return quick if quick is not None else await execute_one(self.app, job)
 
-    @staticmethod
-    def _encode(job: _Job, output: EngineOutput, seed: int, seconds: float) -> tuple[bytes | str, float]:
-        payload = result_payload(
-            job.request,
-            image=output.image,
-            width=output.width,
-            height=output.height,
-            content_type=output.content_type,
-            seed=seed,
-            inference_seconds=seconds,
-            encoding=job.encoding,
-        )
-        return encode_frame(payload, job.encoding), seconds
-
-    async def _deliver(self, job: _Job, outcome: tuple[bytes | str, float] | ProtocolError) -> None:
+    async def _deliver(self, job: _Job, outcome: Outcome) -> None:
         if isinstance(outcome, ProtocolError):
             await self._send_error(outcome.code, outcome.reason, outcome.request_id)
             return

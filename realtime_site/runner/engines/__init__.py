@@ -11,6 +11,8 @@ __all__ = ["ENGINES", "Engine", "EngineOutput", "EngineUnavailable", "create_eng
 ENGINES: dict[str, str] = {
     "echo": "realtime_site.runner.engines.echo:EchoEngine",
     "stylize": "realtime_site.runner.engines.stylize:StylizeEngine",
+    "lcm": "realtime_site.runner.engines.diffusion:LcmEngine",
+    "turbo": "realtime_site.runner.engines.diffusion:TurboEngine",
 }
 
 

@@ -33,6 +33,7 @@ class EngineOutput:
 class Engine(abc.ABC):
     name: ClassVar[str]
     workers: int = 1  # how many infer() calls may run at once
+    max_batch: int = 1  # inputs of different connections in one infer_batch() call
 
     def load(self) -> None:
         """Load weights; raise EngineUnavailable with the reason when that cannot be done."""
@@ -43,6 +44,13 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def infer(self, request: ImageRequest, seed: int) -> EngineOutput:
         """Answer one validated input. Runs in a worker thread, never on the event loop."""
+
+    def infer_batch(self, requests: list[ImageRequest], seeds: list[int]) -> list[EngineOutput]:
+        """Several inputs that share ``batch_key``; engines that batch do it in one call."""
+        return [self.infer(request, seed) for request, seed in zip(requests, seeds, strict=True)]
+
+    def batch_key(self, request: ImageRequest) -> Any:
+        return None
 
     def answer_without_work(self, request: ImageRequest) -> EngineOutput | None:
         """An answer that needs no pixel work (header checks at most), given on the event loop
