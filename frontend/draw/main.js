@@ -79,9 +79,11 @@ async function showResult(/** @type {any} */ result) {
   const blob = image.content
     ? new Blob([image.content], { type: image.content_type })
     : await (await fetch(image.url)).blob();
+  if (id !== lastShownId) return; // a newer result overtook this one while it was fetched
   const url = URL.createObjectURL(blob);
   ui.result.src = url;
   await ui.result.decode().catch(() => undefined);
+  if (id !== lastShownId) return; // ... or while it was decoded
   ui.result.hidden = false;
   ui.placeholder.hidden = true;
   if (resultUrl) URL.revokeObjectURL(resultUrl);
