@@ -7,7 +7,13 @@ NPM_STAMP := frontend/node_modules/.installed
 GPU_STAMP := $(VENV)/.installed-gpu
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test bench lint browser
+.PHONY: setup run test bench lint browser cluster
+
+# The local 2x2 cluster: two runners and two gateways on Redis and PostgreSQL at 127.0.0.1.
+CLUSTER_DB := realtime
+CLUSTER_ENV := REDIS_URL=redis://127.0.0.1:6379/0 \
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(CLUSTER_DB) \
+	RUNNER_URLS=ws://127.0.0.1:8765,ws://127.0.0.1:8766
 
 setup: $(STAMP) $(NPM_STAMP)
 
@@ -42,6 +48,15 @@ test: lint browser $(GPU_STAMP)
 	$(PY) manage.py makemigrations --check --dry-run
 	cd frontend && REALTIME_PYTHON=$(abspath $(PY)) npm test --silent
 	$(PY) -m pytest
+
+cluster: setup
+	psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname = '$(CLUSTER_DB)'" | grep -q 1 \
+		|| psql -h 127.0.0.1 -U postgres -c "create database $(CLUSTER_DB)"
+	$(CLUSTER_ENV) $(PY) manage.py migrate --noinput
+	$(CLUSTER_ENV) $(PY) manage.py collectstatic --noinput -v 0
+	$(CLUSTER_ENV) $(PY) manage.py demo_user
+	@echo "gateways: http://localhost:8001/ and http://localhost:8002/ (Ctrl+C stops all four processes)"
+	$(CLUSTER_ENV) PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/honcho -f deploy/Procfile -d . start
 
 bench: setup
 	$(PY) bench/runner.py

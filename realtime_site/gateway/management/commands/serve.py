@@ -8,7 +8,6 @@ Ctrl+C or SIGTERM.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -16,11 +15,10 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-DEMO_USER = "demo"
+from realtime_site.gateway.management.commands.demo_user import ensure_demo_user
 
 
 class Command(BaseCommand):
@@ -35,7 +33,7 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, runner_port: int, apps: str | None, **options) -> None:
         call_command("migrate", verbosity=0, interactive=False)
         call_command("collectstatic", verbosity=0, interactive=False)
-        login = self._demo_user()
+        login = ensure_demo_user()
         root = Path(settings.BASE_DIR)
         env = {**os.environ, "RUNNER_URLS": f"ws://127.0.0.1:{runner_port}"}
         runner_cmd = [sys.executable, "-m", "realtime_site.runner", "--port", str(runner_port)]
@@ -76,13 +74,3 @@ class Command(BaseCommand):
         failed = [p.args[2] for p in processes if p.returncode not in (0, -signal.SIGTERM)]
         if failed and not stop:
             sys.exit(f"stopped: {', '.join(map(str, failed))} exited")
-
-    def _demo_user(self) -> str:
-        users = get_user_model().objects
-        if users.filter(username=DEMO_USER).exists():
-            return (
-                f"{DEMO_USER!r} (its password was printed when it was made; `manage.py changepassword demo` sets one)"
-            )
-        password = secrets.token_urlsafe(9)
-        users.create_user(DEMO_USER, password=password)
-        return f"{DEMO_USER!r} with password {password!r} (shown this once)"
