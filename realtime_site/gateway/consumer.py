@@ -20,7 +20,9 @@ import msgpack
 import websockets
 from channels.auth import get_user
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -83,11 +85,46 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     groups: tuple[str, ...] = ()
 
     async def __call__(self, scope, receive, send) -> None:
+        """Channels' loop, except that the channel layer is not on the critical path: frames come
+        from the client alone, and a Redis outage only pauses staff actions (they resume with it)."""
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        layer_task = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            layer_task = asyncio.get_running_loop().create_task(self._follow_channel_layer())
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
+            if layer_task is not None:
+                layer_task.cancel()
             # Also on shutdown, when the server cancels this task: the usage record is written.
             await asyncio.shield(self._finish(1001))
+
+    async def _follow_channel_layer(self) -> None:
+        """Staff messages for this connection; after a layer outage, join the groups again."""
+        delay, rejoin = 0.5, False
+        while True:
+            try:
+                if rejoin:
+                    await self._add_to_groups()
+                    rejoin, delay = False, 0.5
+                    log.info("channel layer back; %s rejoined its groups", self.channel_name)
+                await self.dispatch(await self.channel_layer.receive(self.channel_name))
+            except asyncio.CancelledError:
+                raise
+            except StopConsumer:
+                return
+            except Exception as exc:  # Redis away: the relay goes on without staff actions
+                if not rejoin:
+                    log.warning("channel layer unavailable (%s); retrying", type(exc).__name__)
+                rejoin = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels would first close stale database connections in the database thread: one thread
@@ -337,8 +374,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if admission.token_id is not None:
             groups.append(token_group(admission.token_id))
         self.groups = tuple(groups)
-        for group in self.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            await self._add_to_groups()
+        except Exception as exc:  # the layer loop joins them once the layer is back
+            log.warning("could not join staff groups yet (%s)", type(exc).__name__)
+
+    async def _add_to_groups(self) -> None:
+        if self.channel_layer is not None:
+            for group in self.groups:
+                await self.channel_layer.group_add(group, self.channel_name)
 
     async def realtime_kick(self, event: dict[str, Any]) -> None:
         """Close this connection now, telling the client why (admin disconnect or revocation)."""
