@@ -134,3 +134,35 @@ def _records_eventually(stack: GatewayStack, count: int) -> list[dict]:
             return records
         time.sleep(0.5)
     return stack.query(code)
+
+
+def _runner_loads(stack: GatewayStack) -> list[int]:
+    import httpx
+
+    return [httpx.get(f"http://127.0.0.1:{r.port}/healthz").json()["connections"] for r in stack.runners]
+
+
+async def test_a_draining_runner_finishes_its_frame_and_the_gateway_moves_the_session(tmp_path: Path) -> None:
+    apps = ["--apps", "test/slow=echo?delay_ms=800&workers=1"]
+    stack = start_stack(tmp_path, [apps, apps])
+    try:
+        key = add_user(stack)
+        headers = {"Authorization": f"Key {key}"}
+        async with await open_ws(f"{stack.ws}/test/slow/realtime", additional_headers=headers) as ws:
+            await ws.send(frame("warm"))
+            assert (await recv_result(ws, timeout=15))["request_id"] == "warm"
+            loads = await asyncio.to_thread(_runner_loads, stack)
+            serving = stack.runners[loads.index(1)]
+            await ws.send(frame("in hand"))
+            await asyncio.sleep(0.3)  # the frame is in inference now
+            serving.process.terminate()  # SIGTERM: drain
+            assert (await recv_result(ws, timeout=15))["request_id"] == "in hand"  # finished, not lost
+            error = await recv_result(ws, timeout=15)
+            assert error["error"] == "RUNNER_UNAVAILABLE"
+            await ws.send(frame("moved"))
+            assert (await recv_result(ws, timeout=15))["request_id"] == "moved"
+            async with await open_ws(f"{stack.ws}/test/slow/realtime", additional_headers=headers) as fresh:
+                await round_trip(fresh, "new session")
+        assert await asyncio.to_thread(serving.process.wait, 30) == 0
+    finally:
+        stack.close()
