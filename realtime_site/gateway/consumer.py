@@ -240,6 +240,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 query += "&timings=1"
             url = f"{runner.url}/{admission.app_id}/{admission.sub_path}?{query}"
             headers = {"Authorization": f"Bearer {settings.RUNNER_SECRET}"} if settings.RUNNER_SECRET else {}
+            runner.local_sessions += 1  # counted before the await, so sessions opening together spread out
             try:
                 ws = await websockets.connect(
                     url,
@@ -250,11 +251,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     ping_interval=20,
                 )
             except (OSError, InvalidHandshake, TimeoutError) as exc:
+                runner.local_sessions -= 1
                 pool.mark_down(runner.url, f"cannot connect: {exc}")
                 avoid = runner.url
                 continue
             self.upstream, self.runner = ws, runner
-            runner.local_sessions += 1
             self.usage.runner = runner.url
             self.reader = asyncio.get_running_loop().create_task(self._relay_from_runner(ws, runner))
             return True
