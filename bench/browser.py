@@ -28,39 +28,44 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
-import platform
-import queue
-import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import numpy as np
 import psutil
+from common import (
+    LISTENING,
+    ROOT,
+    Child,
+    child,
+    clean_env,
+    daphne_args,
+    expect_line,
+    free_port,
+    log_problems,
+    machine,
+    manage,
+    print_machine,
+    print_servers,
+    recorded,
+    row,
+    section,
+    stats,
+    verdict,
+    wait_http_ok,
+)
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "out" / "browser.json"
 DEFAULT_SCREENSHOT = ROOT / "bench" / "out" / "page.png"
-LISTENING = re.compile(r"listening on ws://(?:\[[^\]]*\]|[^:/\s]+):(\d+)")
 START_TIMEOUT = 180.0
-STOP_TIMEOUT = 10.0
-MAX_SIZE = 16 * 1024 * 1024
+MANAGE_TIMEOUT = 300.0  # for each manage.py command (migrate, collectstatic, shell)
 USER, PASSWORD = "bench", "bench-pass-123"
 
 CHROMIUM = "/usr/bin/chromium"
@@ -168,153 +173,21 @@ IDLE = "() => window.realtimePage.inFlight.size === 0"
 # -- subprocesses ------------------------------------------------------------------------------
 
 
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[str]
-    stderr: IO[str]
-    lines: queue.Queue[str | None]
-    port: int = 0
-    exit_code: int | None = None
-    log: str = ""  # all of stderr, read when it stopped
-
-    def tail(self, chars: int = 2000) -> str:
-        if not self.stderr.closed:
-            self.stderr.seek(0)
-        text = (self.log if self.stderr.closed else self.stderr.read())[-chars:]
-        return f"\n--- {self.name} stderr (tail) ---\n{text}" if text else ""
-
-
-def _pump_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    """Read a child's stdout to the end, so the pipe never fills."""
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def _stop(proc: subprocess.Popen[str]) -> int:
-    """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without the project's settings (no RUNNER_SECRET, no foreign database or Redis)."""
-    prefixes = ("RUNNER_", "REALTIME_", "DJANGO_")
-    dropped = {"DATABASE_URL", "REDIS_URL", "USAGE_FLUSH_INTERVAL"}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in dropped}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@contextlib.contextmanager
-def child(name: str, args: list[str], env: dict[str, str]) -> Iterator[Child]:
-    """Start ``python ARGS`` in the repository root; always stop it (its stderr ends up in ``log``)."""
-    with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-        c = Child(name, proc, stderr, queue.Queue())
-        try:
-            assert proc.stdout is not None
-            threading.Thread(target=_pump_lines, args=(proc.stdout, c.lines), daemon=True).start()
-            yield c
-        finally:
-            c.exit_code = _stop(proc)
-            stderr.seek(0)
-            c.log = stderr.read()
-
-
-def expect_line(c: Child, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
-    """The first stdout line of ``c`` that matches ``pattern``, within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            line = c.lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        if line is None:
-            raise RuntimeError(f"{c.name} exited (code {c.proc.wait()}) before printing {pattern.pattern!r}{c.tail()}")
-        if match := pattern.search(line):
-            return match
-    raise RuntimeError(f"{c.name}: no {pattern.pattern!r} within {timeout:g} s{c.tail()}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http_ok(c: Child, url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if c.proc.poll() is not None:
-            raise RuntimeError(f"{c.name} exited with {c.proc.returncode} before answering {url}{c.tail()}")
-        with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{c.name}: {url} did not answer 200 within {START_TIMEOUT:g} s{c.tail()}")
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    """``python manage.py ARGS``; its stdout (raises with stderr when it fails)."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return done.stdout
-
-
 def provision(env: dict[str, str]) -> None:
     """Migrate, collect the static files (whitenoise indexes them when daphne starts), create the user."""
-    manage(env, "migrate", "--noinput")
-    manage(env, "collectstatic", "--noinput", "-v", "0")
+    manage(env, "migrate", "--noinput", timeout=MANAGE_TIMEOUT)
+    manage(env, "collectstatic", "--noinput", "-v", "0", timeout=MANAGE_TIMEOUT)
     create = (
         "from django.contrib.auth import get_user_model; "
         f"get_user_model().objects.create_user({USER!r}, password={PASSWORD!r})"
     )
-    manage(env, "shell", "-c", create)
+    manage(env, "shell", "-c", create, timeout=MANAGE_TIMEOUT)
 
 
 def runner_apps(stylize_threads: int | None) -> str:
     """The runner's ``--apps``: stylize (onnxruntime threads: its default, all cores, unless given) and slow."""
     stylize = f"{STYLIZE}=stylize?threads={stylize_threads}" if stylize_threads else STYLIZE
     return f"{stylize},{SLOW}=echo?delay_ms={SLOW_DELAY_MS:g}"
-
-
-def daphne_args(port: int) -> list[str]:
-    size = str(MAX_SIZE)
-    return [
-        "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-        "--websocket-max-message-size", size, "--websocket-max-frame-size", size,
-        "realtime_site.asgi:application",
-    ]  # fmt: skip
-
-
-def log_problems(log: str) -> dict[str, Any]:
-    """Tracebacks and ERROR / CRITICAL lines in a server's stderr."""
-    bad = [line for line in log.splitlines() if re.search(r"\b(ERROR|CRITICAL)\b", line)]
-    first = log.find("Traceback")
-    return {
-        "tracebacks": log.count("Traceback (most recent call last)"),
-        "error_lines": len(bad),
-        "first_error_lines": bad[:5],
-        "first_traceback": log[first : first + 3000] if first >= 0 else None,
-    }
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
@@ -334,43 +207,6 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
         with contextlib.suppress(psutil.Error):
             totals[owner.get(proc.pid, "browser")] += sum(proc.cpu_times()[:2])
     return totals
-
-
-# -- figures -----------------------------------------------------------------------------------
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    """n, p50, p95, p99, mean and max; NaN when there are no values."""
-    if not values:
-        return {"n": 0, **dict.fromkeys(("p50", "p95", "p99", "mean", "max"), math.nan)}
-    a = np.asarray(values, dtype=np.float64)
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"n": len(a), "p50": p50, "p95": p95, "p99": p99, "mean": a.mean(), "max": a.max()}
-
-
-def json_safe(value: Any) -> Any:
-    """NaN becomes null; numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
-
-def row(label: str, value: str, note: str = "") -> None:
-    print(f"  {label:<36} {value:>26}  {note}".rstrip(), flush=True)
-
-
-def section(title: str) -> None:
-    print(f"\n{title}\n{'-' * len(title)}", flush=True)
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -573,47 +409,7 @@ def judge_slow(r: dict[str, Any], allowance: float) -> None:
     row("last stroke -> its result, bound", f"{final_bound:g} ms", f"2 x {SLOW_DELAY_MS:g} + ...: {verdict(final_ok)}")
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "cpu_model": cpu_model(),
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "playwright": version("playwright"),
-        "daphne": version("daphne"),
-    }
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    section("Machine")
-    row("CPU", f"{info['cpu_count']} logical, {info['physical_cores']} physical", info["cpu_model"])
-    row("memory", f"{info['memory_gb']} GB")
-    row("load average (1/5/15 min)", " / ".join(f"{v:.2f}" for v in info["load_average"]))
-    row("python / playwright / daphne", f"{info['python']} / {info['playwright']} / {info['daphne']}")
-    row("platform", info["platform"])
-
-
-def print_servers(servers: dict[str, Any], console: list[str]) -> None:
-    section("Servers and page")
-    for name, s in servers.items():
-        problems = s["log"]
-        row(f"{name}: exit code after SIGTERM", str(s["exit_code"]))
-        row(f"{name}: tracebacks / ERROR lines", f"{problems['tracebacks']} / {problems['error_lines']}")
-        for line in problems["first_error_lines"][:3]:
-            print(f"    {line[:200]}")
-        if problems["first_traceback"]:
-            print("    " + problems["first_traceback"][:1500].replace("\n", "\n    "))
+def print_console(console: list[str]) -> None:
     row("page console errors", str(len(console)))
     for line in console[:5]:
         print(f"    {line[:200]}")
@@ -676,7 +472,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
             apps = runner_apps(args.stylize_threads)
             runner_args = ["-m", "realtime_site.runner", "--host", "127.0.0.1", "--port", "0", "--apps", apps]
             with child("runner", runner_args, clean_env()) as runner:
-                runner.port = int(expect_line(runner, LISTENING, START_TIMEOUT)[1])
+                runner.port = int(expect_line(runner, LISTENING.pattern, START_TIMEOUT)[1])
                 env = {
                     **clean_env(),
                     "RUNNER_URLS": f"ws://127.0.0.1:{runner.port}",
@@ -689,7 +485,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 with child("daphne", daphne_args(port), env) as gateway:
                     gateway.port = port
                     http = f"http://127.0.0.1:{port}"
-                    wait_http_ok(gateway, f"{http}/accounts/login/")
+                    wait_http_ok(gateway, f"{http}/accounts/login/", START_TIMEOUT)
                     print(f"\nrunner on port {runner.port}, gateway (daphne) on port {port}", flush=True)
                     with sync_playwright() as p:
                         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -703,8 +499,9 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
         finally:
             for c in (runner, gateway):
                 if c is not None:
-                    servers[c.name] = {"exit_code": c.exit_code, "log": log_problems(c.log)}
-            print_servers(servers, results.get("console_errors", []))
+                    servers[c.name] = {"exit_code": c.exit_code, "log": log_problems(c.log, log_bytes=False)}
+            print_servers(servers, "Servers and page")
+            print_console(results.get("console_errors", []))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -717,18 +514,11 @@ def main(argv: list[str] | None = None) -> int:
         stroke_seconds=STROKE_SECONDS,
         viewport=VIEWPORT,
     )
-    results: dict[str, Any] = {"machine": machine(), "config": config}
-    print_machine(results["machine"])
-    try:
+    versions = {"playwright": version("playwright"), "daphne": version("daphne")}
+    results: dict[str, Any] = {"machine": machine(versions), "config": config}
+    print_machine(results["machine"], ["playwright", "daphne"])
+    with recorded(results, args.out, started):
         run(args, results)
-    except BaseException as exc:
-        results["failed"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(json_safe(results), indent=2) + "\n")
-        print(f"\nDone in {results['elapsed_seconds']:.0f} s; figures in {args.out}")
     return 0
 
 

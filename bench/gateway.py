@@ -25,55 +25,72 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import json
 import math
 import os
-import platform
-import queue
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import daphne
 import msgpack
 import numpy as np
 import psutil
 import websockets
-from PIL import Image, ImageDraw
+from common import (
+    JPEG_SIDE,
+    LISTENING,
+    MAX_SIZE,
+    ROOT,
+    SKETCH_SIDE,
+    STOP_TIMEOUT,
+    Child,
+    answer_of,
+    child,
+    clean_env,
+    daphne_args,
+    expect_line,
+    free_port,
+    interleaved_round_trips,
+    json_safe,
+    log_problems,
+    machine,
+    manage,
+    noisy_jpeg,
+    pack,
+    print_machine,
+    print_servers,
+    recorded,
+    request,
+    round_trips,
+    row,
+    section,
+    sketch_jpeg,
+    stats,
+    verdict,
+    wait_http_ok,
+)
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection as SyncConnection
 from websockets.sync.client import connect as sync_connect
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve()
 DEFAULT_OUT = ROOT / "bench" / "out" / "gateway.json"
-LISTENING = re.compile(r"listening on ws://(?:\[[^\]]*\]|[^:/\s]+):(\d+)")
 API_KEY = re.compile(r"^[A-Za-z0-9_-]{1,32}:[A-Za-z0-9_-]{1,128}$")
 START_TIMEOUT = 120.0
-STOP_TIMEOUT = 10.0
-MAX_SIZE = 16 * 1024 * 1024
 APP_PATH = "/local/echo/realtime"
+SHOWN_VERSIONS = ("websockets", "daphne")  # on the machine table
 USER, PASSWORD = "bench", "bench-pass-123"
 AUTH_ENV = "BENCH_GATEWAY_AUTHORIZATION"  # the load worker's Authorization header, kept out of argv
 
-JPEG_SIDE = 512
-JPEG_TARGET = 85_000
-JPEG_RANGE = (80_000, 90_000)
-SKETCH_SIDE = 256
 RT_WARMUP = 100
 ADDED_P50_TARGET_MS = 1.5
 ADDED_P99_TARGET_MS = 5.0
@@ -111,129 +128,15 @@ QUICK = {
 # -- subprocesses ------------------------------------------------------------------------------
 
 
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[str]
-    stderr: IO[str]
-    lines: queue.Queue[str | None]
-    port: int = 0
-    exit_code: int | None = None
-    log: str = ""  # all of stderr, read when it stopped
-
-    def url(self, path: str = APP_PATH) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def tail(self, chars: int = 2000) -> str:
-        if not self.stderr.closed:
-            self.stderr.seek(0)
-        text = (self.log if self.stderr.closed else self.stderr.read())[-chars:]
-        return f"\n--- {self.name} stderr (tail) ---\n{text}" if text else ""
-
-
-def _pump_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    """Read a child's stdout to the end, so the pipe never fills."""
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def _stop(proc: subprocess.Popen[str]) -> int:
-    """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without the project's settings (no RUNNER_SECRET, no foreign database or Redis)."""
-    prefixes = ("RUNNER_", "REALTIME_", "DJANGO_")
-    dropped = {"DATABASE_URL", "REDIS_URL", "USAGE_FLUSH_INTERVAL", AUTH_ENV}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k not in dropped}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@contextlib.contextmanager
-def child(name: str, args: list[str], env: dict[str, str], *, stdin: bool = False) -> Iterator[Child]:
-    """Start ``python ARGS`` in the repository root; always stop it (its stderr ends up in ``log``)."""
-    with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-        c = Child(name, proc, stderr, queue.Queue())
-        try:
-            assert proc.stdout is not None
-            threading.Thread(target=_pump_lines, args=(proc.stdout, c.lines), daemon=True).start()
-            yield c
-        finally:
-            c.exit_code = _stop(proc)
-            stderr.seek(0)
-            c.log = stderr.read()
-
-
-def expect(c: Child, pattern: re.Pattern[str] | str, timeout: float) -> re.Match[str]:
-    """The first stdout line of ``c`` that matches ``pattern`` (searched), within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            line = c.lines.get(timeout=remaining)
-        except queue.Empty:
-            break
-        if line is None:
-            raise RuntimeError(f"{c.name} exited (code {c.proc.wait()}) before printing {pattern!r}{c.tail()}")
-        if match := re.search(pattern, line):
-            return match
-    raise RuntimeError(f"{c.name}: no {pattern!r} within {timeout:g} s{c.tail()}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http_ok(c: Child, url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if c.proc.poll() is not None:
-            raise RuntimeError(f"{c.name} exited with {c.proc.returncode} before answering {url}{c.tail()}")
-        with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{c.name}: {url} did not answer 200 within {START_TIMEOUT:g} s{c.tail()}")
-
-
 def gateway_env(var_dir: str, runner_port: int) -> dict[str, str]:
     return {
-        **clean_env(),
+        **clean_env(AUTH_ENV),
         "RUNNER_URLS": f"ws://127.0.0.1:{runner_port}",
         "REALTIME_VAR_DIR": var_dir,
         "DJANGO_SETTINGS_MODULE": "realtime_site.settings",
         "REALTIME_FRAMES_PER_MINUTE": "1000000",
         "REALTIME_MAX_CONNECTIONS": "100000",
     }
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    """``python manage.py ARGS``; its stdout (raises with stderr when it fails)."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return done.stdout
 
 
 def provision(env: dict[str, str]) -> str:
@@ -254,15 +157,6 @@ def runner_args() -> list[str]:
     return ["-m", "realtime_site.runner", "--host", "127.0.0.1", "--port", "0", "--apps", "local/echo"]
 
 
-def daphne_args(port: int) -> list[str]:
-    size = str(MAX_SIZE)
-    return [
-        "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-        "--websocket-max-message-size", size, "--websocket-max-frame-size", size,
-        "realtime_site.asgi:application",
-    ]  # fmt: skip
-
-
 def cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return times.user + times.system
@@ -279,130 +173,15 @@ def settle(procs: list[psutil.Process]) -> float:
     return waited
 
 
-def log_problems(log: str) -> dict[str, Any]:
-    """Tracebacks and ERROR / CRITICAL lines in a server's stderr."""
-    bad = [line for line in log.splitlines() if re.search(r"\b(ERROR|CRITICAL)\b", line)]
-    first = log.find("Traceback")
-    return {
-        "tracebacks": log.count("Traceback (most recent call last)"),
-        "error_lines": len(bad),
-        "first_error_lines": bad[:5],
-        "first_traceback": log[first : first + 3000] if first >= 0 else None,
-        "log_bytes": len(log),
-    }
-
-
-# -- inputs and figures ------------------------------------------------------------------------
-
-
-def _jpeg(image: Image.Image, quality: int) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
-
-
-def noisy_jpeg() -> tuple[bytes, int]:
-    """A seeded noisy gradient at the JPEG quality that lands nearest 85 KB; (bytes, quality)."""
-    rng = np.random.default_rng(1234)
-    y, x = np.mgrid[0:JPEG_SIDE, 0:JPEG_SIDE].astype(np.float32)
-    base = np.stack([x / 2, y / 2, (x + y) / 4], axis=-1)
-    image = Image.fromarray(np.clip(base + rng.normal(0, 16, base.shape), 0, 255).astype(np.uint8))
-    data, quality = min(((_jpeg(image, q), q) for q in range(40, 96)), key=lambda d: abs(len(d[0]) - JPEG_TARGET))
-    if not JPEG_RANGE[0] <= len(data) <= JPEG_RANGE[1]:
-        raise RuntimeError(f"test JPEG is {len(data)} bytes, outside {JPEG_RANGE}")
-    return data, quality
-
-
-def sketch_jpeg(side: int = SKETCH_SIDE, seed: int = 7) -> bytes:
-    """A few dark strokes on white, like a drawing in progress: a few KB."""
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (side, side), "white")
-    draw = ImageDraw.Draw(image)
-    for stroke in range(4):
-        x0, y0, x1, y1 = (int(v) for v in rng.integers(side // 8, side - side // 8, 4))
-        draw.line([(x0, y0), (x1, y1)], fill=(30, 30, 30), width=2)
-        if stroke % 2:
-            radius = int(rng.integers(side // 16, side // 6))
-            draw.ellipse([x1 - radius, y1 - radius, x1 + radius, y1 + radius], outline=(30, 30, 30), width=2)
-    return _jpeg(image, 70)
-
-
-def request(image: bytes, side: int, prompt: str, **extra: Any) -> dict[str, Any]:
-    return {"prompt": prompt, "image_bytes": image, "image_size": {"width": side, "height": side}, **extra}
-
-
-def pack(fields: dict[str, Any]) -> bytes:
-    return msgpack.packb(fields, use_bin_type=True)
-
-
-def answer_of(reply: bytes | str) -> dict[str, Any]:
-    """The decoded result; an error message (text) raises."""
-    if isinstance(reply, str):
-        raise RuntimeError(f"answered with an error: {reply[:300]}")
-    return msgpack.unpackb(reply)
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    """n, p50, p95, p99, mean and max; NaN when there are no values."""
-    if not values:
-        return {"n": 0, **dict.fromkeys(("p50", "p95", "p99", "mean", "max"), math.nan)}
-    a = np.asarray(values, dtype=np.float64)
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"n": len(a), "p50": p50, "p95": p95, "p99": p99, "mean": a.mean(), "max": a.max()}
-
-
-def json_safe(value: Any) -> Any:
-    """NaN becomes null; numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
-
-def row(label: str, value: str, note: str = "") -> None:
-    print(f"  {label:<36} {value:>26}  {note}".rstrip(), flush=True)
-
-
-def section(title: str) -> None:
-    print(f"\n{title}\n{'-' * len(title)}", flush=True)
-
-
 # -- 1. round trip -----------------------------------------------------------------------------
-
-
-def round_trips(ws: SyncConnection, frame: bytes, count: int) -> list[float]:
-    """Sequential send-then-recv of ``frame``; round-trip times in ms."""
-    times: list[float] = []
-    for _ in range(count):
-        start = time.perf_counter()
-        ws.send(frame)
-        reply = ws.recv()
-        times.append((time.perf_counter() - start) * 1000)
-        if not isinstance(reply, bytes):
-            raise RuntimeError(f"text reply: {reply[:300]}")
-    return times
-
-
-def block_sizes(total: int, blocks: int) -> list[int]:
-    base, extra = divmod(total, blocks)
-    return [base + (i < extra) for i in range(blocks)]
 
 
 def bench_round_trip(runner: Child, gateway: Child, auth: str, jpeg: bytes, frames: int, blocks: int) -> dict[str, Any]:
     frame = pack(request(jpeg, JPEG_SIDE, "echo", request_id=1))
     common: dict[str, Any] = {"compression": None, "max_size": MAX_SIZE, "open_timeout": 30}
     with (
-        sync_connect(runner.url(), **common) as runner_ws,
-        sync_connect(gateway.url(), additional_headers={"Authorization": auth}, **common) as gateway_ws,
+        sync_connect(runner.url(APP_PATH), **common) as runner_ws,
+        sync_connect(gateway.url(APP_PATH), additional_headers={"Authorization": auth}, **common) as gateway_ws,
     ):
         same = {}
         for name, ws in (("runner", runner_ws), ("gateway", gateway_ws)):
@@ -410,12 +189,7 @@ def bench_round_trip(runner: Child, gateway: Child, auth: str, jpeg: bytes, fram
             answer = answer_of(ws.recv())
             same[name] = answer["images"][0]["content"] == jpeg and answer.get("request_id") == 1
             round_trips(ws, frame, RT_WARMUP)
-        runner_ms: list[float] = []
-        gateway_ms: list[float] = []
-        for index, count in enumerate(block_sizes(frames, blocks)):
-            order = [(runner_ws, runner_ms), (gateway_ws, gateway_ms)]
-            for ws, sink in order[:: -1 if index % 2 else 1]:  # alternate who goes first
-                sink.extend(round_trips(ws, frame, count))
+        runner_ms, gateway_ms = interleaved_round_trips(runner_ws, gateway_ws, frame, frames, blocks)
     runner_s, gateway_s = stats(runner_ms), stats(gateway_ms)
     return {
         "frame_bytes": len(frame),
@@ -627,11 +401,11 @@ def drive(
 ) -> dict[str, Any]:
     """Run a worker (this script with ``args``): ``go`` once it is ready; its result, with the wall time from
     ``go`` until it prints ``done`` and the CPU of the servers and of the worker ("load") over that time."""
-    env = clean_env()
+    env = clean_env(AUTH_ENV)
     if auth:
         env[AUTH_ENV] = auth
     with child(name, [str(SCRIPT), *args], env, stdin=True) as worker:
-        expect(worker, r"^ready$", CONNECT_TIMEOUT)
+        expect_line(worker, r"^ready$", CONNECT_TIMEOUT)
         procs = {c.name: psutil.Process(c.proc.pid) for c in servers}
         procs["load"] = psutil.Process(worker.proc.pid)
         before = {name: cpu_seconds(p) for name, p in procs.items()}
@@ -639,10 +413,10 @@ def drive(
         assert worker.proc.stdin is not None
         worker.proc.stdin.write("go\n")
         worker.proc.stdin.flush()
-        expect(worker, f"^{done}$", timeout)
+        expect_line(worker, f"^{done}$", timeout)
         wall = time.perf_counter() - started
         cpu = {name: cpu_seconds(p) - before[name] for name, p in procs.items()}
-        result = json.loads(expect(worker, r"^result (.*)$", DRAIN_SECONDS + 60)[1])
+        result = json.loads(expect_line(worker, r"^result (.*)$", DRAIN_SECONDS + 60)[1])
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(STOP_TIMEOUT)  # it exits by itself once it has answered
     if worker.exit_code != 0:
@@ -654,7 +428,7 @@ def drive(
 
 def run_load(target: Child, servers: list[Child], count: int, seconds: float, auth: str | None) -> dict[str, Any]:
     """One load run against ``target``; CPU of servers and worker is taken over the sending period."""
-    args = ["--load-worker", target.url(), "--worker-sessions", str(count), "--load-seconds", str(seconds)]
+    args = ["--load-worker", target.url(APP_PATH), "--worker-sessions", str(count), "--load-seconds", str(seconds)]
     result = drive("load generator", args, servers, auth, "sent", seconds + 60)
     result["path"] = "gateway" if auth else "runner alone"
     return result
@@ -835,7 +609,7 @@ async def throughput_worker(url: str, count: int, seconds: float) -> dict[str, A
 
 def run_throughput(target: Child, servers: list[Child], count: int, seconds: float, auth: str) -> dict[str, Any]:
     """One block against ``target``; CPU is taken from ``go`` until every session has stopped sending."""
-    args = ["--throughput-worker", target.url(), str(count), str(seconds)]
+    args = ["--throughput-worker", target.url(APP_PATH), str(count), str(seconds)]
     return drive("throughput generator", args, servers, auth, "done", seconds + RECV_TIMEOUT + 30)
 
 
@@ -990,48 +764,13 @@ def print_usage_recording(r: dict[str, Any]) -> None:
 # -- main --------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
+def versions() -> dict[str, str]:
+    """The versions of the packages this benchmark measures, for ``machine()``."""
     return {
-        "cpu_count": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "cpu_model": cpu_model(),
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "platform": platform.platform(),
-        "python": platform.python_version(),
         "websockets": websockets.__version__,
         "daphne": daphne.__version__,
         "msgpack": ".".join(map(str, msgpack.version)),
     }
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    section("Machine")
-    row("CPU", f"{info['cpu_count']} logical, {info['physical_cores']} physical", info["cpu_model"])
-    row("memory", f"{info['memory_gb']} GB")
-    row("load average (1/5/15 min)", " / ".join(f"{v:.2f}" for v in info["load_average"]))
-    row("python / websockets / daphne", f"{info['python']} / {info['websockets']} / {info['daphne']}")
-    row("platform", info["platform"])
-
-
-def print_servers(servers: dict[str, Any]) -> None:
-    section("Servers")
-    for name, s in servers.items():
-        problems = s["log"]
-        row(f"{name}: exit code after SIGTERM", str(s["exit_code"]))
-        row(f"{name}: tracebacks / ERROR lines", f"{problems['tracebacks']} / {problems['error_lines']}")
-        for line in problems["first_error_lines"][:3]:
-            print(f"    {line[:200]}")
-        if problems["first_traceback"]:
-            print("    " + problems["first_traceback"][:1500].replace("\n", "\n    "))
 
 
 def parse_counts(text: str) -> list[int]:
@@ -1089,8 +828,8 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as var_dir:
         runner: Child | None = None
         try:
-            with child("runner", runner_args(), clean_env()) as runner:
-                runner.port = int(expect(runner, LISTENING, START_TIMEOUT)[1])
+            with child("runner", runner_args(), clean_env(AUTH_ENV)) as runner:
+                runner.port = int(expect_line(runner, LISTENING, START_TIMEOUT)[1])
                 env = gateway_env(var_dir, runner.port)
                 auth = provision(env)
                 with gateway_child("daphne", env, servers) as gateway:
@@ -1113,7 +852,7 @@ def gateway_child(name: str, env: dict[str, str], servers: dict[str, Any]) -> It
     try:
         with child(name, daphne_args(port), env) as gateway:
             gateway.port = port
-            wait_http_ok(gateway, f"http://127.0.0.1:{port}/accounts/login/")
+            wait_http_ok(gateway, f"http://127.0.0.1:{port}/accounts/login/", START_TIMEOUT)
             yield gateway
     finally:
         if gateway is not None:
@@ -1138,18 +877,10 @@ def main(argv: list[str] | None = None) -> int:
     workers = ("load_worker", "worker_sessions", "throughput_worker")
     config = {k: v for k, v in vars(args).items() if k not in workers}
     config.update(out=str(args.out), fps=FPS, drain_seconds=DRAIN_SECONDS)
-    results: dict[str, Any] = {"machine": machine(), "config": config}
-    print_machine(results["machine"])
-    try:
+    results: dict[str, Any] = {"machine": machine(versions()), "config": config}
+    print_machine(results["machine"], SHOWN_VERSIONS)
+    with recorded(results, args.out, started):
         run(args, results)
-    except BaseException as exc:
-        results["failed"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(json_safe(results), indent=2) + "\n")
-        print(f"\nDone in {results['elapsed_seconds']:.0f} s; figures in {args.out}")
     return 0
 
 

@@ -50,45 +50,52 @@ import msgpack
 import numpy as np
 import psutil
 import redis
+from common import (
+    LISTENING,
+    ROOT,
+    SKETCH_SIDE,
+    STOP_TIMEOUT,
+    Child,
+    child,
+    clean_env,
+    expect_line,
+    json_safe,
+    log_problems,
+    machine,
+    manage,
+    pack,
+    print_machine,
+    print_servers,
+    recorded,
+    request,
+    section,
+    sketch_jpeg,
+    stats,
+    verdict,
+)
+from common import row as table_row
 from gateway import (
+    APP_PATH,
     AUTH_ENV,
     CONNECT_CONCURRENCY,
     CONNECT_TIMEOUT,
     DRAIN_SECONDS,
     FPS,
-    LISTENING,
     RID_STRIDE,
-    SKETCH_SIDE,
+    SHOWN_VERSIONS,
     START_TIMEOUT,
-    STOP_TIMEOUT,
-    Child,
-    child,
-    clean_env,
     cpu_seconds,
-    expect,
     gateway_child,
     gateway_env,
-    json_safe,
-    log_problems,
-    machine,
-    manage,
     open_session,
-    pack,
-    print_machine,
-    print_servers,
     provision,
-    request,
     runner_args,
-    section,
     settle,
-    sketch_jpeg,
-    stats,
-    verdict,
+    versions,
 )
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.exceptions import ConnectionClosed
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve()
 DEFAULT_OUT = ROOT / "bench" / "out" / "load.json"
 REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -326,7 +333,7 @@ def worker_main(args: argparse.Namespace) -> int:
 
 
 def psql(sql: str) -> str:
-    done = subprocess.run([*PSQL, sql], env=clean_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*PSQL, sql], env=clean_env(AUTH_ENV), capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"psql {sql!r} failed ({done.returncode}): {done.stderr.strip()[-1000:]}")
     return done.stdout.strip()
@@ -360,8 +367,8 @@ def runner_child(name: str, servers: dict[str, Any]) -> Iterator[Child]:
     """A runner on a free port; always stopped, its exit code and log problems then in ``servers[name]``."""
     runner: Child | None = None
     try:
-        with child(name, runner_args(), clean_env()) as runner:
-            runner.port = int(expect(runner, LISTENING, START_TIMEOUT)[1])
+        with child(name, runner_args(), clean_env(AUTH_ENV)) as runner:
+            runner.port = int(expect_line(runner, LISTENING, START_TIMEOUT)[1])
             yield runner
     finally:
         if runner is not None:
@@ -456,17 +463,17 @@ def run_phase(
     targets: dict[str, str], servers: dict[str, psutil.Process], auth: str | None, count: int, seconds: float
 ) -> dict[str, Any]:
     """One load generator over ``targets`` (label -> URL); its result, windows, samples and CPU."""
-    env = clean_env()
+    env = clean_env(AUTH_ENV)
     if auth:
         env[AUTH_ENV] = auth
     specs = [f"{label}={url}" for label, url in targets.items()]
     args = [str(SCRIPT), "--soak-worker", *specs, "--worker-sessions", str(count), "--worker-seconds", str(seconds)]
     with child("load generator", args, env, stdin=True) as worker:
-        expect(worker, r"^ready$", CONNECT_TIMEOUT)
+        expect_line(worker, r"^ready$", CONNECT_TIMEOUT)
         procs = {**servers, "load": psutil.Process(worker.proc.pid)}
         print_window_header(list(targets), list(servers))
         samples, windows = follow(worker, procs, list(servers), list(targets), seconds)
-        result = json.loads(expect(worker, r"^result (.*)$", DRAIN_SECONDS + 60)[1])
+        result = json.loads(expect_line(worker, r"^result (.*)$", DRAIN_SECONDS + 60)[1])
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.proc.wait(STOP_TIMEOUT)  # it exits by itself once it has answered
     if worker.exit_code != 0:
@@ -605,7 +612,8 @@ def cpu_per_frame(
 
 
 def row(label: str, value: str, note: str = "") -> None:
-    print(f"  {label:<52} {value:>22}  {note}".rstrip(), flush=True)
+    """A row of this benchmark's tables: wider labels than the other benchmarks'."""
+    table_row(label, value, note, label_width=52, value_width=22)
 
 
 TOTALS_HEADER = (
@@ -860,7 +868,7 @@ def run_baseline(
 ) -> dict[str, Any]:
     count, seconds = args.sessions, args.baseline_seconds
     section(f"1. Baseline: {count} sessions x {FPS} fps straight to the runners, {seconds:g} s")
-    targets = {name: c.url() for name, c in runners.items()}
+    targets = {name: c.url(APP_PATH) for name, c in runners.items()}
     result = run_phase(targets, procs, None, count, seconds)
     print_totals(result)
     return result
@@ -871,7 +879,7 @@ def run_soak(
 ) -> dict[str, Any]:
     count, seconds = args.sessions, args.seconds
     section(f"2. Soak: {count} sessions x {FPS} fps through the gateways, {seconds:g} s")
-    targets = {name: c.url() for name, c in gateways.items()}
+    targets = {name: c.url(APP_PATH) for name, c in gateways.items()}
     result = run_phase(targets, procs, auth, count, seconds)
     result["busy_after_close_s"] = settle(list(procs.values()))
     result["after_close"] = sample(procs, math.nan)  # once the servers went quiet
@@ -985,21 +993,13 @@ def main(argv: list[str] | None = None) -> int:
     workers = ("soak_worker", "worker_sessions", "worker_seconds")
     config = {k: v for k, v in vars(args).items() if k not in workers}
     config.update(out=str(args.out), fps=FPS, window_seconds=WINDOW_SECONDS, sample_seconds=SAMPLE_SECONDS)
-    results: dict[str, Any] = {"machine": machine(), "config": config}
-    print_machine(results["machine"])
-    try:
+    results: dict[str, Any] = {"machine": machine(versions()), "config": config}
+    print_machine(results["machine"], SHOWN_VERSIONS)
+    with recorded(results, args.out, started):
         results["machine"].update(backing_versions())
-        versions = f"{results['machine']['redis']} / {results['machine']['postgresql']}"
-        print(f"  {'redis / postgresql':<36} {versions:>26}", flush=True)
+        backing = f"{results['machine']['redis']} / {results['machine']['postgresql']}"
+        print(f"  {'redis / postgresql':<36} {backing:>26}", flush=True)
         run(args, results)
-    except BaseException as exc:
-        results["failed"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(json_safe(results), indent=2) + "\n")
-        print(f"\nDone in {results['elapsed_seconds']:.0f} s; figures in {args.out}")
     return 0
 
 

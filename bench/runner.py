@@ -16,14 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
-import json
 import math
 import os
-import platform
 import queue
-import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,24 +33,38 @@ import msgpack
 import numpy as np
 import psutil
 import websockets
-from PIL import Image, ImageDraw
+from common import (
+    JPEG_SIDE,
+    LISTENING,
+    MAX_SIZE,
+    ROOT,
+    answer_of,
+    drawing_jpeg,
+    interleaved_round_trips,
+    machine,
+    noisy_jpeg,
+    pack,
+    print_machine,
+    pump_lines,
+    request,
+    round_trips,
+    row,
+    save_results,
+    section,
+    stats,
+    stop_process,
+    verdict,
+)
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as async_connect
 from websockets.sync.client import ClientConnection as SyncConnection
 from websockets.sync.client import connect as sync_connect
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "out" / "runner.json"
-LISTENING = re.compile(r"listening on ws://(?:\[[^\]]*\]|[^:/\s]+):(\d+)")
 START_TIMEOUT = 180.0  # loading models may take a while on a busy machine
-STOP_TIMEOUT = 10.0
-MAX_SIZE = 16 * 1024 * 1024
 MB = 1_000_000
 
-JPEG_SIDE = 512
 OVERLOAD_SIDE = 1024
-JPEG_TARGET = 85_000
-JPEG_RANGE = (80_000, 90_000)
 ECHO_WARMUP = 50
 ECHO_P50_TARGET = 1.3
 ECHO_P99_TARGET = 2.0
@@ -84,13 +93,6 @@ class Server:
         return f"ws://127.0.0.1:{self.port}{path}"
 
 
-def _pump_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    """Read a child's stdout to the end, so the pipe never fills."""
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 def _tail(stderr: IO[str], chars: int = 2000) -> str:
     stderr.seek(0)
     text = stderr.read()[-chars:]
@@ -111,17 +113,6 @@ def _wait_listening(name: str, lines: queue.Queue[str | None], stderr: IO[str]) 
     raise RuntimeError(f"{name}: no 'listening on' line within {START_TIMEOUT:g} s{_tail(stderr)}")
 
 
-def _stop(proc: subprocess.Popen[str]) -> int:
-    """SIGTERM, then SIGKILL after STOP_TIMEOUT; returns the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
-
-
 @contextlib.contextmanager
 def spawn(name: str, args: list[str]) -> Iterator[Server]:
     """Start ``python ARGS`` in the repository root and yield it once it listens; always stop it."""
@@ -135,11 +126,11 @@ def spawn(name: str, args: list[str]) -> Iterator[Server]:
         try:
             lines: queue.Queue[str | None] = queue.Queue()
             assert proc.stdout is not None
-            threading.Thread(target=_pump_lines, args=(proc.stdout, lines), daemon=True).start()
+            threading.Thread(target=pump_lines, args=(proc.stdout, lines), daemon=True).start()
             server = Server(name, proc, _wait_listening(name, lines, stderr))
             yield server
         finally:
-            code = _stop(proc)
+            code = stop_process(proc)
             if server is not None:
                 server.exit_code = code
                 if code != 0:
@@ -150,97 +141,7 @@ def runner_args(apps: str) -> list[str]:
     return ["-m", "realtime_site.runner", "--host", "127.0.0.1", "--port", "0", "--apps", apps]
 
 
-# -- inputs and figures ------------------------------------------------------------------------
-
-
-def _jpeg(image: Image.Image, quality: int) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
-
-
-def noisy_jpeg() -> tuple[bytes, int]:
-    """A seeded noisy gradient at the JPEG quality that lands nearest 85 KB; (bytes, quality)."""
-    rng = np.random.default_rng(1234)
-    y, x = np.mgrid[0:JPEG_SIDE, 0:JPEG_SIDE].astype(np.float32)
-    base = np.stack([x / 2, y / 2, (x + y) / 4], axis=-1)
-    image = Image.fromarray(np.clip(base + rng.normal(0, 16, base.shape), 0, 255).astype(np.uint8))
-    data, quality = min(((_jpeg(image, q), q) for q in range(40, 96)), key=lambda d: abs(len(d[0]) - JPEG_TARGET))
-    if not JPEG_RANGE[0] <= len(data) <= JPEG_RANGE[1]:
-        raise RuntimeError(f"test JPEG is {len(data)} bytes, outside {JPEG_RANGE}")
-    return data, quality
-
-
-def drawing_jpeg(side: int, seed: int = 7) -> bytes:
-    """A line drawing on white: lines and circles, deterministic."""
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGB", (side, side), "white")
-    draw = ImageDraw.Draw(image)
-    for _ in range(24):
-        colour = tuple(int(c) for c in rng.integers(0, 200, 3))
-        width = int(rng.integers(2, 7))
-        x0, y0, x1, y1 = (int(v) for v in rng.integers(0, side, 4))
-        draw.line([(x0, y0), (x1, y1)], fill=colour, width=width)
-        radius = int(rng.integers(side // 32, side // 6))
-        draw.ellipse([x1 - radius, y1 - radius, x1 + radius, y1 + radius], outline=colour, width=width)
-    return _jpeg(image, 90)
-
-
-def request(image: bytes, side: int, prompt: str, **extra: Any) -> dict[str, Any]:
-    return {"prompt": prompt, "image_bytes": image, "image_size": {"width": side, "height": side}, **extra}
-
-
-def pack(fields: dict[str, Any]) -> bytes:
-    return msgpack.packb(fields, use_bin_type=True)
-
-
-def answer_of(reply: bytes | str) -> dict[str, Any]:
-    """The decoded result; an error message (text) raises."""
-    if isinstance(reply, str):
-        raise RuntimeError(f"runner answered with an error: {reply[:300]}")
-    return msgpack.unpackb(reply)
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    """n, p50, p95, p99, mean and max; NaN when there are no values."""
-    if not values:
-        return {"n": 0, **dict.fromkeys(("p50", "p95", "p99", "mean", "max"), math.nan)}
-    a = np.asarray(values, dtype=np.float64)
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"n": len(a), "p50": p50, "p95": p95, "p99": p99, "mean": a.mean(), "max": a.max()}
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
-
-def row(label: str, value: str, note: str = "") -> None:
-    print(f"  {label:<36} {value:>26}  {note}".rstrip(), flush=True)
-
-
-def section(title: str) -> None:
-    print(f"\n{title}\n{'-' * len(title)}", flush=True)
-
-
 # -- 1. echo round trip ------------------------------------------------------------------------
-
-
-def round_trips(ws: SyncConnection, frame: bytes, count: int) -> list[float]:
-    """Sequential send-then-recv of ``frame``; round-trip times in ms."""
-    times: list[float] = []
-    for _ in range(count):
-        start = time.perf_counter()
-        ws.send(frame)
-        reply = ws.recv()
-        times.append((time.perf_counter() - start) * 1000)
-        if not isinstance(reply, bytes):
-            raise RuntimeError(f"text reply: {reply[:300]}")
-    return times
-
-
-def block_sizes(total: int, blocks: int) -> list[int]:
-    base, extra = divmod(total, blocks)
-    return [base + (i < extra) for i in range(blocks)]
 
 
 def bench_echo(jpeg: bytes, frames: int, blocks: int) -> dict[str, Any]:
@@ -255,15 +156,10 @@ def bench_echo(jpeg: bytes, frames: int, blocks: int) -> dict[str, Any]:
         bare_ws.send(frame)
         bare_same = bare_ws.recv() == frame
         runner_ws.send(frame)
-        runner_same = answer_of(runner_ws.recv())["images"][0]["content"] == jpeg
+        runner_same = answer_of(runner_ws.recv(), "runner")["images"][0]["content"] == jpeg
         round_trips(bare_ws, frame, ECHO_WARMUP)
         round_trips(runner_ws, frame, ECHO_WARMUP)
-        bare_ms: list[float] = []
-        runner_ms: list[float] = []
-        for index, count in enumerate(block_sizes(frames, blocks)):
-            order = [(bare_ws, bare_ms), (runner_ws, runner_ms)]
-            for ws, sink in order[:: -1 if index % 2 else 1]:  # alternate who goes first
-                sink.extend(round_trips(ws, frame, count))
+        bare_ms, runner_ms = interleaved_round_trips(bare_ws, runner_ws, frame, frames, blocks)
     bare_s, runner_s = stats(bare_ms), stats(runner_ms)
     return {
         "frame_bytes": len(frame),
@@ -310,7 +206,7 @@ def stylize_frames(ws: SyncConnection, side: int, frames: int) -> dict[str, Any]
         ws.send(pack({**fields, "request_id": rid}))
         reply = ws.recv()
         elapsed = (time.perf_counter() - start) * 1000
-        answer = answer_of(reply)
+        answer = answer_of(reply, "runner")
         if answer.get("request_id") != rid:
             raise RuntimeError(f"expected the answer to request {rid}, got {answer.get('request_id')!r}")
         if rid >= STYLIZE_WARMUP:
@@ -510,38 +406,6 @@ def print_overload(title: str, r: dict[str, Any]) -> None:
 # -- main --------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "cpu_model": cpu_model(),
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "websockets": websockets.__version__,
-        "msgpack": ".".join(map(str, msgpack.version)),
-        "numpy": np.__version__,
-    }
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    section("Machine")
-    row("CPU", f"{info['cpu_count']} logical, {info['physical_cores']} physical", info["cpu_model"])
-    row("memory", f"{info['memory_gb']} GB")
-    row("load average (1/5/15 min)", " / ".join(f"{v:.2f}" for v in info["load_average"]))
-    row("python / websockets", f"{info['python']} / {info['websockets']}")
-    row("platform", info["platform"])
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts for a smoke run")
@@ -561,24 +425,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def json_safe(value: Any) -> Any:
-    """NaN becomes null; numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    results: dict[str, Any] = {"machine": machine(), "config": {**vars(args), "out": str(args.out)}}
-    print_machine(results["machine"])
+    versions = {
+        "websockets": websockets.__version__,
+        "msgpack": ".".join(map(str, msgpack.version)),
+        "numpy": np.__version__,
+    }
+    results: dict[str, Any] = {"machine": machine(versions), "config": {**vars(args), "out": str(args.out)}}
+    print_machine(results["machine"], ["websockets"])
 
     jpeg, quality = noisy_jpeg()
     results["echo_jpeg"] = {"bytes": len(jpeg), "quality": quality, "side": JPEG_SIDE}
@@ -613,9 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         print_overload(f"3b. Overload: {slow_app}, {FPS} fps for {args.slow_seconds:g} s", results["slow"])
     results["slow"]["exit_code"] = slow.exit_code
 
-    results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(json_safe(results), indent=2) + "\n")
+    save_results(results, args.out, started)
     exits = [results["echo"]["exit_codes"], {"stylize": stylize.exit_code, "slow": slow.exit_code}]
     print(f"\nServers' exit codes after SIGTERM: {', '.join(f'{k}={v}' for e in exits for k, v in e.items())}")
     print(f"Done in {results['elapsed_seconds']:.0f} s; figures in {args.out}")
