@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -11,6 +14,15 @@ from django.utils import timezone
 from realtime_site.accounts.keys import create_api_key
 from realtime_site.accounts.models import ApiKey, IssuedToken, UserLimits
 from realtime_site.gateway.actions import close_key_connections, close_token_connections
+
+
+def revoke_and_close(queryset: QuerySet, close: Callable[[Any], None]) -> int:
+    """Mark the not yet revoked objects revoked and close their live connections; returns how many."""
+    live = list(queryset.filter(revoked_at__isnull=True))
+    queryset.filter(pk__in=[obj.pk for obj in live]).update(revoked_at=timezone.now())
+    for obj in live:
+        close(obj.pk)
+    return len(live)
 
 
 class ApiKeyCreationForm(forms.ModelForm):
@@ -45,11 +57,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected keys and close their connections")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        keys = list(queryset.filter(revoked_at__isnull=True))
-        queryset.filter(pk__in=[k.pk for k in keys]).update(revoked_at=timezone.now())
-        for key in keys:
-            close_key_connections(key.pk)
-        self.message_user(request, f"Revoked {len(keys)} key(s); their live connections were closed.")
+        count = revoke_and_close(queryset, close_key_connections)
+        self.message_user(request, f"Revoked {count} key(s); their live connections were closed.")
 
 
 @admin.register(IssuedToken)
@@ -65,11 +74,8 @@ class IssuedTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens and close their connections")
     def revoke(self, request: HttpRequest, queryset: QuerySet[IssuedToken]) -> None:
-        tokens = list(queryset.filter(revoked_at__isnull=True))
-        queryset.filter(pk__in=[t.pk for t in tokens]).update(revoked_at=timezone.now())
-        for token in tokens:
-            close_token_connections(token.jti)
-        self.message_user(request, f"Revoked {len(tokens)} token(s); their live connections were closed.")
+        count = revoke_and_close(queryset, close_token_connections)  # a token's pk is its jti
+        self.message_user(request, f"Revoked {count} token(s); their live connections were closed.")
 
 
 @admin.register(UserLimits)
