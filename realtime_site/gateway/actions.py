@@ -6,7 +6,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from realtime_site.gateway.admission import CloseCode
-from realtime_site.gateway.consumer import key_group, token_group, user_group
+from realtime_site.gateway.groups import key_group, token_group, user_group
 from realtime_site.protocol import ErrorCode
 
 __all__ = ["close_key_connections", "close_token_connections", "close_user_connections"]

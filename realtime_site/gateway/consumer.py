@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from realtime_site.gateway import lifecycle
+from realtime_site.gateway.groups import key_group, token_group, user_group
 from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials
 from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
@@ -35,25 +36,13 @@ from realtime_site.protocol import ErrorCode, error_message
 from realtime_site.usage import metrics
 from realtime_site.usage.recorder import GATEWAY_NAME, Usage, recorder
 
-__all__ = ["RealtimeConsumer", "inference_seconds_of", "key_group", "token_group", "user_group"]
+__all__ = ["RealtimeConsumer", "inference_seconds_of"]
 
 log = logging.getLogger("realtime_site.gateway")
 RUNNER_META_PREFIX = '{"type": "x-fal-'  # how the runner's errors and meta messages begin
 UPSTREAM_OPEN_TIMEOUT = 5.0
 # Close codes with which a runner refuses a connection, after an x-fal-error we relay.
 RUNNER_REFUSALS = {CloseCode.BAD_REQUEST, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND, CloseCode.UNAVAILABLE}
-
-
-def user_group(user_id: int) -> str:
-    return f"realtime-user-{user_id}"
-
-
-def key_group(api_key_id: int) -> str:
-    return f"realtime-key-{api_key_id}"
-
-
-def token_group(jti: str) -> str:
-    return f"realtime-token-{jti}"
 
 
 def inference_seconds_of(result: bytes) -> float:
