@@ -28,8 +28,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from realtime_site.gateway import lifecycle
-from realtime_site.gateway.groups import key_group, token_group, user_group
 from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials
+from realtime_site.gateway.groups import key_group, token_group, user_group
 from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
 from realtime_site.protocol import ErrorCode, error_message
