@@ -34,6 +34,7 @@ __all__ = [
     "encode_frame",
     "error_message",
     "parse_app_path",
+    "parse_max_buffering",
     "parse_request",
     "result_payload",
     "timings_message",
@@ -56,7 +57,15 @@ NAMED_SIZES: dict[str, tuple[int, int]] = {
 }
 OUTPUT_FORMATS = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _DATA_URL = re.compile(r"^data:image/(png|jpeg|jpg|webp);base64,", re.IGNORECASE)
-_APP_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_APP_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A sub-path such as ``realtime`` or ``stream/v2``: plain ASCII segments, nothing a URL would re-read.
+_SUB_PATH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(?:/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,3}$")
+_MAX_BUFFERING = re.compile(r"^[0-9]{1,3}$")  # ASCII digits only: str.isdigit() takes "²" too
+# Decoding limits: a frame is a flat map with a few small values, so a few hundred containers are
+# plenty. Every container costs ~60 bytes of Python objects per byte of input (an 8 MiB frame of
+# empty msgpack arrays becomes ~600 MB of lists), so their count is bounded while decoding.
+MAX_FRAME_CONTAINERS = 256
+MAX_FRAME_KEYS = 64
 
 
 class ErrorCode(enum.StrEnum):
@@ -126,23 +135,69 @@ def timings_message(seconds: float) -> str:
 
 
 def decode_frame(data: bytes | str) -> tuple[dict[str, Any], Encoding]:
-    """Decode one client message: a msgpack map (binary) or a JSON object (text)."""
+    """Decode one client message: a msgpack map (binary) or a JSON object (text).
+
+    Bounded: at most ``MAX_FRAME_CONTAINERS`` arrays and maps, ``MAX_FRAME_KEYS`` entries a map, and
+    lengths no larger than the message itself; anything else is a ``ValidationError`` naming ``frame``.
+    """
     if isinstance(data, str):
-        encoding = Encoding.JSON
-        try:
-            frame = json.loads(data)
-        except ValueError as exc:
-            raise ValidationError("frame", f"text message is not valid JSON ({exc})") from None
-    else:
-        encoding = Encoding.MSGPACK
-        try:
-            frame = msgpack.unpackb(data, raw=False)
-        except Exception as exc:  # msgpack raises several unrelated types for bad data
-            raise ValidationError("frame", f"binary message is not valid msgpack ({type(exc).__name__})") from None
+        return _decode_json(data), Encoding.JSON
+    return _decode_msgpack(data), Encoding.MSGPACK
+
+
+def _too_many_containers() -> ValidationError:
+    return ValidationError("frame", f"holds more than {MAX_FRAME_CONTAINERS} arrays and maps")
+
+
+def _decode_json(data: str) -> dict[str, Any]:
+    # Every container opens with a bracket: counting them (in C) bounds the work before decoding.
+    if data.count("[") + data.count("{") > MAX_FRAME_CONTAINERS:
+        raise _too_many_containers()
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError("frame", f"text message is not valid JSON ({exc})") from None
     if not isinstance(frame, dict):
-        kind = "a msgpack map" if encoding is Encoding.MSGPACK else "a JSON object"
-        raise ValidationError("frame", f"must be {kind}, got {type(frame).__name__}")
-    return frame, encoding
+        raise ValidationError("frame", f"must be a JSON object, got {type(frame).__name__}")
+    return frame
+
+
+class _ContainerBudget:
+    """msgpack hooks that count arrays and maps as they are built and stop a bomb early."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_FRAME_CONTAINERS
+
+    def __call__(self, value: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise _too_many_containers()
+        return value
+
+
+def _decode_msgpack(data: bytes) -> dict[str, Any]:
+    if not data or not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
+        raise ValidationError("frame", f"must be a msgpack map (it begins with {'byte 0x' + data[:1].hex() if data else 'nothing'})")
+    budget = _ContainerBudget()
+    try:
+        frame = msgpack.unpackb(
+            data,
+            raw=False,
+            list_hook=budget,
+            object_hook=budget,
+            max_map_len=MAX_FRAME_KEYS,
+            max_array_len=MAX_FRAME_CONTAINERS * 4,
+            max_ext_len=0,
+        )
+    except ValidationError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types for bad data
+        raise ValidationError("frame", f"binary message is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    if not isinstance(frame, dict):
+        raise ValidationError("frame", f"must be a msgpack map, got {type(frame).__name__}")
+    return frame
 
 
 def encode_frame(payload: dict[str, Any], encoding: Encoding) -> bytes | str:
@@ -157,17 +212,32 @@ def encode_frame(payload: dict[str, Any], encoding: Encoding) -> bytes | str:
 def parse_app_path(path: str) -> tuple[str, str]:
     """Split ``/owner/alias/realtime?...`` into ``("owner/alias", "realtime")``.
 
-    Raises ``ValueError`` naming the problem for anything else.
+    Strict: ASCII segments of letters, digits, ``_ . -`` only (no space, ``#``, ``%``, ``..``, empty
+    segment), so the path can be written into an upstream URL as it is. Raises ``ValueError`` naming
+    the problem for anything else.
     """
     path = path.split("?", 1)[0]
-    parts = path.strip("/").split("/")
-    if len(parts) < 3:
-        raise ValueError(f"path {path!r} is not /OWNER/ALIAS/realtime")
-    owner, alias, sub = parts[0], parts[1], "/".join(parts[2:])
+    shown = path[:80] + ("..." if len(path) > 80 else "")
+    parts = path.strip("/").split("/", 2)
+    if len(parts) < 3 or not parts[2]:
+        raise ValueError(f"path {shown!r} is not /OWNER/ALIAS/realtime")
+    owner, alias, sub = parts
     for segment in (owner, alias):
-        if not _APP_SEGMENT.match(segment):
-            raise ValueError(f"path {path!r} has an invalid app segment")
+        if not _APP_SEGMENT.match(segment) or ".." in segment:
+            raise ValueError(f"path {shown!r}: {segment[:80]!r} is not an app name (letters, digits, _ . -)")
+    if not _SUB_PATH.match(sub) or ".." in sub:
+        raise ValueError(f"path {shown!r}: {sub[:80]!r} is not a path of the app (letters, digits, _ . -)")
     return f"{owner}/{alias}", sub
+
+
+def parse_max_buffering(raw: str | None) -> int:
+    """The ``max_buffering`` query value (default 1); ``ValidationError`` names the problem."""
+    if raw is None:
+        return 1
+    low, high = MAX_BUFFERING_RANGE
+    if not _MAX_BUFFERING.match(raw) or not low <= int(raw) <= high:
+        raise ValidationError("max_buffering", f"must be an integer from {low} to {high}, got {raw[:20]!r}")
+    return int(raw)
 
 
 # -- inputs -----------------------------------------------------------------------------------

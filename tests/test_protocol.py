@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from realtime_site.protocol import (
+    MAX_FRAME_KEYS,
     Encoding,
     ErrorCode,
     ImageRequest,
@@ -17,6 +18,7 @@ from realtime_site.protocol import (
     encode_frame,
     error_message,
     parse_app_path,
+    parse_max_buffering,
     parse_request,
     result_payload,
 )
@@ -103,7 +105,9 @@ def test_validation_error_carries_request_id() -> None:
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        (b"\xc1", "not valid msgpack"),
+        (b"\xc1", "must be a msgpack map"),
+        (b"", "must be a msgpack map"),
+        (b"\x81\xa1a", "not valid msgpack"),
         (msgpack.packb([1, 2]), "must be a msgpack map"),
         (msgpack.packb({1: "int key"}), "not valid msgpack"),
         ("{not json", "not valid JSON"),
@@ -144,3 +148,60 @@ def test_parse_app_path() -> None:
     for bad in ("/", "/local/echo", "/../x/realtime", "/a b/c/realtime"):
         with pytest.raises(ValueError):
             parse_app_path(bad)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/local/echo/real time",
+        "/local/echo/real#time",
+        "/local/echo/real%23time",
+        "/local/echo/realtime\x00",
+        "/local/echo/../realtime",
+        "/local/echo//realtime",
+        "/local/echo/",
+        "/local/\u00e9cho/realtime",
+        "/local/" + "a" * 65 + "/realtime",
+        "/" + "o" * 65 + "/echo/realtime",
+        "/local/echo/a/b/c/d/e",
+        "/local/echo/real\ttime",
+    ],
+)
+def test_parse_app_path_refuses_what_a_url_would_reread(path: str) -> None:
+    with pytest.raises(ValueError, match="path"):
+        parse_app_path(path)
+
+
+@pytest.mark.parametrize("raw", ["²", "1" * 5000, "-1", "0", "61", "", " 1", "1.0", "0x1", "\u0661"])
+def test_parse_max_buffering_names_bad_values(raw: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_max_buffering(raw)
+    assert caught.value.field == "max_buffering"
+
+
+def test_parse_max_buffering_accepts_the_range() -> None:
+    assert [parse_max_buffering(v) for v in (None, "1", "60", "007")] == [1, 1, 60, 7]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # a 30-byte header declaring millions of empty arrays, then those arrays (600 MB of lists decoded)
+        b"\xdd" + (2**22).to_bytes(4, "big") + b"\x90" * 2**22,
+        b"\x81\xa1a\xdd" + (2**22).to_bytes(4, "big") + b"\x80" * 2**22,
+        b"\x81\xa1a" + b"\x91" * 100_000 + b"\xc0",  # deeply nested
+        "[" * 100_000,
+        '{"a":' * 100_000,
+        '{"a": [' + "[]," * 1000 + "[]]}",
+    ],
+)
+def test_decode_frame_stops_bombs_early(data: bytes | str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        decode_frame(data)
+    assert caught.value.field == "frame"
+
+
+def test_decode_frame_bounds_map_entries() -> None:
+    with pytest.raises(ValidationError, match="frame"):
+        decode_frame(msgpack.packb({f"k{i}": i for i in range(MAX_FRAME_KEYS + 1)}))
+    assert len(decode_frame(msgpack.packb({f"k{i}": i for i in range(MAX_FRAME_KEYS)}))[0]) == MAX_FRAME_KEYS

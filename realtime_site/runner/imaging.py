@@ -104,22 +104,29 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 
 
 def quick_probe(data: bytes) -> Probe | None:
-    """Format and size from the header bytes alone; None when unsure.
+    """Format and size from the header bytes alone; None when unsure (never raises).
 
     Only used to decide that no pixel work is needed (echo's pass-through), where it is on the
     frame path: about 1.5 us against Pillow's 17 us and the imagesize package's 9 us here.
     Anything that is decoded goes through ``decode_image`` and its checks.
     """
-    size: tuple[int, int] | None = None
-    if data[:3] == b"\xff\xd8\xff":
-        fmt, size = "jpeg", _jpeg_size(data)
-    elif data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-        fmt, size = "png", struct.unpack_from(">II", data, 16)
-    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        fmt, size = "webp", _webp_size(data)
+    try:
+        fmt, size = _header_size(data)
+    except (struct.error, IndexError):  # a header cut short: let the full decoder name the problem
+        return None
     if size is None or not (0 < size[0] <= MAX_INPUT_SIDE and 0 < size[1] <= MAX_INPUT_SIDE):
         return None
     return Probe(fmt, *size)
+
+
+def _header_size(data: bytes) -> tuple[str, tuple[int, int] | None]:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg", _jpeg_size(data)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return "png", struct.unpack_from(">II", data, 16)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp", _webp_size(data)
+    return "", None
 
 
 def is_complete(data: bytes, fmt: str) -> bool:
@@ -129,7 +136,7 @@ def is_complete(data: bytes, fmt: str) -> bool:
     if fmt == "png":
         return data.endswith(b"IEND\xaeB`\x82")
     if fmt == "webp":
-        return len(data) >= 12 and struct.unpack("<I", data[4:8])[0] + 8 == len(data)
+        return len(data) >= 12 and int.from_bytes(data[4:8], "little") + 8 == len(data)
     return False
 
 

@@ -23,10 +23,11 @@ from websockets.http11 import Request, Response
 
 from realtime_site.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
-    MAX_BUFFERING_RANGE,
     ErrorCode,
+    ValidationError,
     error_message,
     parse_app_path,
+    parse_max_buffering,
 )
 from realtime_site.runner.apps import AppState, RunnerApp
 from realtime_site.runner.session import Session, SessionOptions
@@ -197,15 +198,10 @@ class Runner:
 
     @staticmethod
     def _max_buffering(query: dict[str, list[str]]) -> int:
-        raw = query.get("max_buffering", ["1"])[-1]
-        low, high = MAX_BUFFERING_RANGE
-        if not raw.isdigit() or not low <= int(raw) <= high:
-            raise _Refusal(
-                ErrorCode.VALIDATION_ERROR,
-                f"max_buffering: must be an integer from {low} to {high}, got {raw[:20]!r}",
-                CloseCode.BAD_REQUEST,
-            )
-        return int(raw)
+        try:
+            return parse_max_buffering(query.get("max_buffering", [None])[-1])
+        except ValidationError as exc:
+            raise _Refusal(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
 
     async def _handle(self, ws: ServerConnection) -> None:
         try:

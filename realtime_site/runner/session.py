@@ -20,6 +20,7 @@ from realtime_site.protocol import (
     ErrorCode,
     ImageRequest,
     ProtocolError,
+    ValidationError,
     decode_frame,
     dropped_message,
     encode_frame,
@@ -135,7 +136,13 @@ class Session:
         try:
             async for message in self.ws:
                 self._last_input = loop.time()
-                await self._on_message(message)
+                try:
+                    await self._on_message(message)
+                except (ConnectionClosed, asyncio.CancelledError):
+                    raise
+                except Exception:  # a bug met by one frame must not end the session
+                    log.exception("app %s: frame handling failed", self.app.app_id)
+                    await self._send_error(ErrorCode.INTERNAL_ERROR, "the frame could not be handled")
         except ConnectionClosed:
             pass
         finally:
@@ -181,6 +188,10 @@ class Session:
         except ProtocolError as exc:
             await self._send_error(exc.code, exc.reason, exc.request_id)
             return
+        except Exception as exc:  # a decoder's unforeseen failure is still the frame's fault
+            log.warning("app %s: frame not decodable: %s: %s", self.app.app_id, type(exc).__name__, exc)
+            await self._send_error(ErrorCode.VALIDATION_ERROR, f"frame: cannot be decoded ({type(exc).__name__})")
+            return
         job = _Job(request, encoding)
         if not self.lane.busy:  # nothing ahead of it: an answer that needs no work goes out at once
             outcome = self._answer_without_work(job)
@@ -199,6 +210,9 @@ class Session:
         except ProtocolError as exc:
             exc.request_id = job.request.request_id
             return exc
+        except Exception as exc:  # the quick header check is on the frame path: never let it end a session
+            log.warning("app %s: quick answer failed: %s: %s", self.app.app_id, type(exc).__name__, exc)
+            return ValidationError("image", f"cannot be read ({type(exc).__name__})", request_id=job.request.request_id)
         if output is None:
             return None
         return encode_result(job, output, _seed_of(job.request), time.perf_counter() - started)

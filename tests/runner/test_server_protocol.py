@@ -163,6 +163,34 @@ BAD_INPUTS: list[tuple[str, bytes | str, str, str]] = [
         "is 8000x8",
     ),
     ("frame too large", pack(**{**GOOD, "padding": bytes(300 * 1024)}), "PAYLOAD_TOO_LARGE", "the limit is 262144"),
+    (
+        "png signature and cut IHDR",
+        pack(**{**GOOD, "image_bytes": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"}),
+        "VALIDATION_ERROR",
+        "image:",
+    ),
+    (
+        "png header only at size",
+        pack(**{**GOOD, "image_bytes": png_header_only(128, 128)}),
+        "VALIDATION_ERROR",
+        "image:",
+    ),
+    ("json bracket bomb", "[" * 100_000, "VALIDATION_ERROR", "frame: holds more than"),
+    ("json object nesting", '{"a":' * 40_000, "VALIDATION_ERROR", "frame: holds more than"),
+    (
+        "msgpack empty-array bomb",
+        b"\xdd" + (200_000).to_bytes(4, "big") + b"\x90" * 200_000,
+        "VALIDATION_ERROR",
+        "frame: must be a msgpack map",
+    ),
+    (
+        "msgpack bomb inside a map",
+        b"\x82\xa6prompt\xa1x\xa3pad\xdd" + (200_000).to_bytes(4, "big") + b"\x90" * 200_000,
+        "VALIDATION_ERROR",
+        "frame:",
+    ),
+    ("msgpack deep nesting", b"\x81\xa1a" + b"\x91" * 50_000 + b"\xc0", "VALIDATION_ERROR", "frame:"),
+    ("msgpack ext type", b"\x81\xa1a\xd4\x01\x00", "VALIDATION_ERROR", "frame:"),
 ]
 
 
