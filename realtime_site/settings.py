@@ -64,9 +64,14 @@ REALTIME_MAX_CONNECTIONS = int(os.environ.get("REALTIME_MAX_CONNECTIONS", "8"))
 REALTIME_FRAMES_PER_MINUTE = int(os.environ.get("REALTIME_FRAMES_PER_MINUTE", "1800"))
 REALTIME_DAILY_FRAME_QUOTA = int(os.environ.get("REALTIME_DAILY_FRAME_QUOTA", "0")) or None  # 0: no quota
 REALTIME_MAX_FRAME_BYTES = int(os.environ.get("REALTIME_MAX_FRAME_BYTES", str(8 * 1024 * 1024)))
+# With REDIS_URL the per-user limits are shared by the gateway processes under this key prefix.
+REALTIME_LIMITS_PREFIX = os.environ.get("REALTIME_LIMITS_PREFIX", "realtime:limits")
 # Origins whose pages may open WebSockets with the session cookie. Default: the allowed hosts,
 # over http and https, on any port of the run command (http://localhost:8000 ...).
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", "")
+# A client whose results wait unread this long is closed (4408); while it lags, only its newest
+# max_buffering results are kept.
+REALTIME_STALLED_CLIENT_SECONDS = float(os.environ.get("REALTIME_STALLED_CLIENT_SECONDS", "20"))
 # How often usage counts of open connections are written (closing connections are written at once).
 USAGE_FLUSH_INTERVAL = float(os.environ.get("USAGE_FLUSH_INTERVAL", "5"))
 # GET /metrics is open to staff sessions and to this bearer token (unset: staff only).
