@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("REALTIME_VAR_DIR", BASE_DIR / "var"))  # local state, git-ignored
@@ -28,6 +30,14 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_flag(name: str) -> bool:
+    """A 0/1 switch, also read by the shell lines of deploy/ (so nothing else is accepted)."""
+    value = os.environ.get(name, "").strip()
+    if value not in ("", "0", "1"):
+        raise ImproperlyConfigured(f"{name} must be 0 or 1, not {value[:20]!r}")
+    return value == "1"
+
+
 def _local_secret_key() -> str:
     path = VAR_DIR / "secret_key"
     if not path.exists():
@@ -40,6 +50,19 @@ def _local_secret_key() -> str:
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _local_secret_key()
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+# Behind a TLS proxy (deploy/nginx.conf). The proxy sets X-Forwarded-Proto: trust it for
+# request.is_secure() (CSRF's origin check, secure cookies). The client's address: daphne's
+# --proxy-headers reads it from X-Forwarded-For, which the proxy overwrites (serve, the Procfile and
+# the systemd unit pass the flag when REALTIME_PROXY_HEADERS=1; daphne must then listen on
+# 127.0.0.1 only, where nothing but the proxy can reach it).
+if env_flag("DJANGO_SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+REALTIME_PROXY_HEADERS = env_flag("REALTIME_PROXY_HEADERS")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")  # e.g. https://realtime.example.org:8443
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool(
+    "DJANGO_SECURE_COOKIES", env_flag("DJANGO_SECURE_PROXY_SSL_HEADER")
+)
 
 # The runners the gateway relays to, and the secret they expect from it.
 RUNNER_URLS = env_list("RUNNER_URLS", "ws://127.0.0.1:8765")
@@ -88,6 +111,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "realtime_site.accounts",
     "realtime_site.usage",
     "realtime_site.gateway",
@@ -102,7 +126,25 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: answers a locked-out login
 ]
+
+# Login throttling (django-axes), for the login page and the admin's: after AXES_FAILURE_LIMIT
+# failures for one username from one address, that pair is refused (429, Retry-After) for the
+# cool-off; a good login resets the count. The address is REMOTE_ADDR, which daphne sets (from
+# X-Forwarded-For only with --proxy-headers): never a header a client could forge.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("REALTIME_LOGIN_FAILURES", "5"))
+AXES_COOLOFF_TIME = timedelta(seconds=int(os.environ.get("REALTIME_LOGIN_COOLOFF", "900")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "realtime_site.accounts.lockout.locked_out"
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)  # used only if django-ipware is ever installed
+# API keys and tokens: failed checks per client address in a sliding window (accounts.failures),
+# shared through Redis when REDIS_URL is set. 0 turns the limit off.
+REALTIME_CREDENTIAL_FAILURES = int(os.environ.get("REALTIME_CREDENTIAL_FAILURES", "20"))
+REALTIME_CREDENTIAL_FAILURE_WINDOW = float(os.environ.get("REALTIME_CREDENTIAL_FAILURE_WINDOW", "60"))
+REALTIME_CREDENTIAL_FAILURE_ADDRESSES = 10_000  # addresses tracked in one process's memory
 
 ROOT_URLCONF = "realtime_site.urls"
 

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
 from realtime_site.accounts.keys import create_api_key
 from realtime_site.accounts.models import ApiKey, IssuedToken, UserLimits
-from realtime_site.gateway.actions import close_key_connections, close_token_connections
-
-
-def revoke_and_close(queryset: QuerySet, close: Callable[[Any], None]) -> int:
-    """Mark the not yet revoked objects revoked and close their live connections; returns how many."""
-    live = list(queryset.filter(revoked_at__isnull=True))
-    queryset.filter(pk__in=[obj.pk for obj in live]).update(revoked_at=timezone.now())
-    for obj in live:
-        close(obj.pk)
-    return len(live)
+from realtime_site.accounts.revocation import revoke_keys, revoke_tokens
 
 
 class ApiKeyCreationForm(forms.ModelForm):
@@ -55,10 +42,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.pk, obj.key_id, obj.secret_hash, obj.created_at = key.pk, key.key_id, key.secret_hash, key.created_at
         messages.warning(request, f"The new key, shown this once (only a hash is kept): {secret}")
 
-    @admin.action(description="Revoke the selected keys and close their connections")
+    @admin.action(description="Revoke the selected keys and their tokens, and close their connections")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        count = revoke_and_close(queryset, close_key_connections)
-        self.message_user(request, f"Revoked {count} key(s); their live connections were closed.")
+        count = revoke_keys(queryset)
+        self.message_user(
+            request, f"Revoked {count} key(s) and the tokens they issued; their live connections were closed."
+        )
 
 
 @admin.register(IssuedToken)
@@ -74,7 +63,7 @@ class IssuedTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens and close their connections")
     def revoke(self, request: HttpRequest, queryset: QuerySet[IssuedToken]) -> None:
-        count = revoke_and_close(queryset, close_token_connections)  # a token's pk is its jti
+        count = revoke_tokens(queryset)
         self.message_user(request, f"Revoked {count} token(s); their live connections were closed.")
 
 

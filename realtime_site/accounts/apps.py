@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
@@ -6,3 +8,8 @@ class AccountsConfig(AppConfig):
     label = "accounts"
     verbose_name = "API keys, tokens and limits"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from realtime_site.accounts import signals
+
+        signals.connect()

@@ -135,15 +135,20 @@ def decode_token(token: str) -> TokenGrant:
 
 
 def check_token(token: str, alias: str) -> tuple[TokenGrant, IssuedToken]:
-    """Decode, then check the app and the token's record (sync; one database read)."""
+    """Decode, then check the app, the token's record and its minting key (sync; one database read)."""
     grant = decode_token(token)
     if alias not in grant.apps:
         raise TokenRefused(f"token does not allow app {alias!r} (it allows: {', '.join(grant.apps)})", forbidden=True)
-    record = IssuedToken.objects.select_related("user").filter(jti=grant.jti).first()
+    record = IssuedToken.objects.select_related("user", "api_key").filter(jti=grant.jti).first()
     if record is None:
         raise TokenRefused("token was not issued by this server")
     if record.revoked_at is not None:
         raise TokenRefused("token was revoked")
+    # A key takes its tokens with it, even where the cascade has not reached (a bulk update, a race).
+    if record.source == IssuedToken.Source.API_KEY and record.api_key is None:
+        raise TokenRefused("the API key that issued this token was deleted")
+    if record.api_key is not None and record.api_key.revoked_at is not None:
+        raise TokenRefused("the API key that issued this token was revoked")
     if not record.user.is_active:
         raise TokenRefused("the token's user is inactive")
     return grant, record

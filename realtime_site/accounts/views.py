@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_header
 from realtime_site.accounts.models import ApiKey
 from realtime_site.accounts.tokens import ALIAS, MAX_APPS_PER_TOKEN, app_allowed, issue_token, token_lifetime
@@ -35,6 +37,8 @@ def _token_request(body: bytes) -> tuple[list[str], int]:
         data: Any = json.loads(body or b"{}")
     except ValueError:
         raise BadRequest("body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply (a token request is one flat JSON object)") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     apps = data.get("allowed_apps")
@@ -64,9 +68,18 @@ def _issue_for(user: AbstractBaseUser, body: bytes, api_key: ApiKey | None) -> J
 @csrf_exempt  # authenticated by the API key header, not by a cookie
 @require_POST
 def tokens(request: HttpRequest) -> JsonResponse:
+    address = request.META.get("REMOTE_ADDR") or ""  # the proxy's client with daphne's --proxy-headers
+    wait = failures.blocked(address)
+    if wait is not None:  # refused before the key is even looked at
+        response = _error(429, failures.describe(wait))
+        response["Retry-After"] = str(math.ceil(wait))
+        return response
+    header = request.headers.get("Authorization")
     try:
-        key = authenticate_key(*parse_key_header(request.headers.get("Authorization")))
+        key = authenticate_key(*parse_key_header(header))
     except KeyRefused as exc:
+        if header is not None:  # a key was presented and refused; a forgotten header guesses nothing
+            failures.record(address)
         return _error(401, str(exc))
     return _issue_for(key.user, request.body, key)
 
