@@ -179,7 +179,9 @@ class _ContainerBudget:
 
 def _decode_msgpack(data: bytes) -> dict[str, Any]:
     if not data or not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):
-        raise ValidationError("frame", f"must be a msgpack map (it begins with {'byte 0x' + data[:1].hex() if data else 'nothing'})")
+        raise ValidationError(
+            "frame", f"must be a msgpack map (it begins with {'byte 0x' + data[:1].hex() if data else 'nothing'})"
+        )
     budget = _ContainerBudget()
     try:
         frame = msgpack.unpackb(

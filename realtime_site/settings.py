@@ -97,6 +97,8 @@ REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", "")
 REALTIME_STALLED_CLIENT_SECONDS = float(os.environ.get("REALTIME_STALLED_CLIENT_SECONDS", "20"))
 # How often usage counts of open connections are written (closing connections are written at once).
 USAGE_FLUSH_INTERVAL = float(os.environ.get("USAGE_FLUSH_INTERVAL", "5"))
+# At shutdown, how long the usage records still unwritten may wait for the database (then logged, lost).
+USAGE_DRAIN_TIMEOUT = float(os.environ.get("USAGE_DRAIN_TIMEOUT", "10"))
 # GET /metrics is open to staff sessions and to this bearer token (unset: staff only).
 REALTIME_METRICS_TOKEN = os.environ.get("REALTIME_METRICS_TOKEN") or None
 # Off only to measure what recording costs (bench/gateway.py): connections are then not recorded.

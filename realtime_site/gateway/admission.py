@@ -17,7 +17,7 @@ from django.http.request import split_domain_port, validate_host
 
 from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_header
 from realtime_site.accounts.tokens import TokenRefused, app_allowed, check_token
-from realtime_site.protocol import MAX_BUFFERING_RANGE, ErrorCode, parse_app_path
+from realtime_site.protocol import ErrorCode, ValidationError, parse_app_path, parse_max_buffering
 from realtime_site.usage.models import AuthMethod
 
 __all__ = ["Admission", "CloseCode", "Refused", "admit", "has_credentials", "origin_allowed"]
@@ -28,6 +28,7 @@ class CloseCode:
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
     NOT_FOUND = 4404
+    STALLED = 4408  # results not read for REALTIME_STALLED_CLIENT_SECONDS
     TOO_MANY = 4429
     UNAVAILABLE = 4503
 
@@ -66,16 +67,57 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-def origin_allowed(origin: str | None) -> bool:
-    if not origin:
+def origin_allowed(origin: str | None, scope: dict[str, Any] | None = None) -> bool:
+    """The page's Origin, matched exactly (scheme, host and port).
+
+    With ``REALTIME_ALLOWED_ORIGINS`` set, only those origins; otherwise only this site itself: the
+    origin of the connection's own ``Host`` (an allowed host), over https when the connection is
+    secure (``wss``, or the TLS proxy says so) and http otherwise.
+    """
+    if not origin or origin == "null":
+        return False
+    normal = _normal_origin(origin)
+    if normal is None:
         return False
     if settings.REALTIME_ALLOWED_ORIGINS:
-        return origin in settings.REALTIME_ALLOWED_ORIGINS
-    url = urlsplit(origin)
-    if url.scheme not in ("http", "https") or not url.hostname:
+        return normal in {_normal_origin(o) for o in settings.REALTIME_ALLOWED_ORIGINS}
+    host = _header(scope or {}, b"host")
+    if not host:
         return False
-    host, _ = split_domain_port(url.netloc)
-    return validate_host(host, settings.ALLOWED_HOSTS)
+    domain, _ = split_domain_port(host)
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return False
+    scheme = "https" if _is_secure(scope or {}) else "http"
+    return normal == _normal_origin(f"{scheme}://{host}")
+
+
+def _is_secure(scope: dict[str, Any]) -> bool:
+    """wss, or behind the TLS proxy that ``SECURE_PROXY_SSL_HEADER`` trusts (as Django does for HTTP)."""
+    if scope.get("scheme") in ("wss", "https"):
+        return True
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if not proxy:
+        return False
+    name, value = proxy
+    header = name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
+    given = _header(scope, header)
+    return given is not None and given.split(",")[0].strip() == value
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _normal_origin(origin: str) -> str | None:
+    """``scheme://host:port`` in lower case with the port always written; None if it is not an origin."""
+    try:
+        url = urlsplit(origin.strip())
+        port = url.port or _DEFAULT_PORTS.get(url.scheme.lower())
+    except ValueError:
+        return None
+    scheme = url.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not url.hostname or url.path not in ("", "/") or url.query or url.username:
+        return None
+    return f"{scheme}://{url.hostname.lower()}:{port}"
 
 
 def _unauthorized(reason: str) -> Refused:
@@ -94,18 +136,14 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admis
         raise Refused(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
     alias = app_id.split("/", 1)[1]
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    raw = query.get("max_buffering", ["1"])[-1]
-    low, high = MAX_BUFFERING_RANGE
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise Refused(
-            ErrorCode.VALIDATION_ERROR,
-            f"max_buffering: must be an integer from {low} to {high}, got {raw[:20]!r}",
-            CloseCode.BAD_REQUEST,
-        )
+    try:
+        max_buffering = parse_max_buffering(query.get("max_buffering", [None])[-1])
+    except ValidationError as exc:
+        raise Refused(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
     common = {
         "app_id": app_id,
         "sub_path": sub_path,
-        "max_buffering": int(raw),
+        "max_buffering": max_buffering,
         "timings": query.get("timings", ["0"])[-1] in ("1", "true"),
     }
     token = query.get("fal_jwt_token", [None])[-1]
@@ -126,7 +164,7 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admis
         return Admission(key.user, auth_method=AuthMethod.API_KEY, api_key_id=key.pk, **common)
     if session_user is not None:
         origin = _header(scope, b"origin")
-        if not origin_allowed(origin):
+        if not origin_allowed(origin, scope):
             raise _forbidden(f"a session may only connect from this site's pages, not from origin {origin!r}")
         if not app_allowed(session_user, alias):
             raise _forbidden(f"not allowed to use app {app_id!r}")

@@ -25,10 +25,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime_site.gateway import lifecycle
 from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials
+from realtime_site.gateway.backpressure import ResultOutbox
 from realtime_site.gateway.groups import key_group, token_group, user_group
 from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
@@ -43,6 +44,15 @@ RUNNER_META_PREFIX = '{"type": "x-fal-'  # how the runner's errors and meta mess
 UPSTREAM_OPEN_TIMEOUT = 5.0
 # Close codes with which a runner refuses a connection, after an x-fal-error we relay.
 RUNNER_REFUSALS = {CloseCode.BAD_REQUEST, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND, CloseCode.UNAVAILABLE}
+# How a runner session's odd end is told to the client; none of them is blamed on the runner.
+SESSION_END_ERRORS = {
+    1009: (ErrorCode.PAYLOAD_TOO_LARGE, "the runner closed this session: a frame was too large (1009)"),
+    1011: (ErrorCode.INTERNAL_ERROR, "the runner closed this session after an internal error (1011)"),
+}
+
+
+class ClientGone(Exception):
+    """The client's connection closed while something was being sent to it."""
 
 
 def inference_seconds_of(result: bytes) -> float:
@@ -68,6 +78,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     upstream: ClientConnection | None = None
     runner: RunnerState | None = None
     reader: asyncio.Task[None] | None = None
+    outbox: ResultOutbox | None = None
     closing = False
     finished = False
     slot_taken = False
@@ -150,6 +161,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         pool = get_pool()
         await pool.ready()
         try:
+            pool.known_path(admission.app_id, admission.sub_path)
             pool.choose(admission.app_id)
         except NoRunner as exc:
             if exc.code is ErrorCode.APP_UNAVAILABLE:
@@ -182,6 +194,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.m_frames, self.m_results = metrics.FRAMES.labels(app), metrics.RESULTS.labels(app)
         self.m_latency, self.m_active = metrics.LATENCY.labels(app), metrics.ACTIVE.labels(app)
         self.m_active.inc()
+        self.outbox = ResultOutbox(
+            self.scope,
+            self._send_to_client,
+            capacity=admission.max_buffering,
+            stall_limit=settings.REALTIME_STALLED_CLIENT_SECONDS,
+            on_drop=self._result_dropped,
+            on_stall=self._client_stalled,
+        )
         await self._join_groups(admission)
         log.info("admitted: user=%s app=%s auth=%s", admission.user.pk, admission.app_id, admission.auth_method)
 
@@ -239,11 +259,26 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     open_timeout=UPSTREAM_OPEN_TIMEOUT,
                     ping_interval=20,
                 )
-            except (OSError, InvalidHandshake, TimeoutError) as exc:
+            except (OSError, TimeoutError) as exc:  # refused or no answer: the runner's own failure
                 runner.local_sessions -= 1
                 pool.mark_down(runner.url, f"cannot connect: {exc}")
                 avoid = runner.url
                 continue
+            except InvalidStatus as exc:  # it answered over HTTP, so it is up
+                runner.local_sessions -= 1
+                status = exc.response.status_code
+                if status == 503:  # draining: it says so itself
+                    pool.mark_down(runner.url, "draining")
+                    avoid = runner.url
+                    continue
+                log.warning("runner %s refused an upstream handshake with HTTP %s", runner.url, status)
+                await self._client_error(ErrorCode.APP_UNAVAILABLE, f"the runner refused this session (HTTP {status})")
+                return False
+            except (InvalidHandshake, ValueError) as exc:  # never a reason to doubt the runner
+                runner.local_sessions -= 1
+                log.warning("upstream handshake with %s failed: %s", runner.url, exc)
+                await self._client_error(ErrorCode.INTERNAL_ERROR, "the session to the runner could not be opened")
+                return False
             self.upstream, self.runner = ws, runner
             self.usage.runner = runner.url
             self.reader = asyncio.get_running_loop().create_task(self._relay_from_runner(ws, runner))
@@ -260,14 +295,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 last_error = await self._relay_one(message) or last_error
         except ConnectionClosed:
             pass
-        except Exception:  # the client went away mid-send, or a bug: never an unretrieved task error
+        except ClientGone:  # an ordinary disconnect: the runner's state is not touched
+            self.closing = True
+        except Exception:  # a bug: logged, never an unretrieved task error, never blamed on the runner
             if not self.closing:
                 log.exception("relay from %s failed", runner.url)
         finally:
             runner.local_sessions -= 1
         if self.upstream is ws and not self.closing:
             self.upstream = None
-            self.pending.clear()  # those inputs are lost with the runner
+            self.pending.clear()  # those inputs are lost with the runner session
             await self._runner_closed(ws, runner, last_error)
 
     async def _relay_one(self, message: bytes | str) -> str | None:
@@ -279,7 +316,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self._answered(oldest=True)
             usage.bytes_out += len(message)
             usage.inference_seconds += inference_seconds_of(message)
-            await self.send(bytes_data=message)
+            await self._result(message)
             return None
         if message.startswith(RUNNER_META_PREFIX):
             return await self._relay_runner_text(message)
@@ -288,7 +325,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         usage.bytes_out += len(message)
         with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
             usage.inference_seconds += float(json.loads(message)["timings"]["inference"])
-        await self.send(text_data=message)
+        await self._result(message)
         return None
 
     async def _relay_runner_text(self, message: str) -> str | None:
@@ -311,7 +348,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if kind == "x-fal-message" and not self.admission.timings:
             return None
         usage.bytes_out += len(message)
-        await self.send(text_data=message)
+        await self._message(message)
         if kind == "x-fal-error":
             code = str(meta.get("error", "UNKNOWN"))
             usage.errors[code] += 1
@@ -333,17 +370,67 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.m_results.inc()
 
     async def _runner_closed(self, ws: ClientConnection, runner: RunnerState, last_error: str | None) -> None:
+        """The runner ended this session. Only what the runner says of itself (going away, refusing
+        the gateway's secret) marks it down; any other end only asks for a health check."""
         code = ws.close_code
+        pool = get_pool()
         if last_error == ErrorCode.TIMEOUT.value:
             await self.close(1000)  # the runner's idle timeout, already relayed
-        elif code in RUNNER_REFUSALS:
+            return
+        if code in RUNNER_REFUSALS:
             await self.close(code)  # the runner refused and said why
-        else:
-            reason = "refused the gateway's secret" if code == CloseCode.UNAUTHORIZED else f"closed ({code})"
-            get_pool().mark_down(runner.url, reason)
-            await self._client_error(
-                ErrorCode.RUNNER_UNAVAILABLE, "the runner went away; your next input goes to another runner"
+            return
+        if code in (1001, CloseCode.UNAUTHORIZED):
+            pool.mark_down(
+                runner.url, "refused the gateway's secret" if code == CloseCode.UNAUTHORIZED else "going away"
             )
+        else:
+            pool.check_soon(runner.url)
+        error, reason = SESSION_END_ERRORS.get(
+            code or 0, (ErrorCode.RUNNER_UNAVAILABLE, f"the runner session ended ({code})")
+        )
+        await self._client_error(error, f"{reason}; your next input opens a new session")
+
+    # -- to the client --------------------------------------------------------------------------
+
+    async def _send_to_client(self, message: bytes | str) -> None:
+        try:
+            if isinstance(message, bytes):
+                await self.send(bytes_data=message)
+            else:
+                await self.send(text_data=message)
+        except Exception as exc:  # daphne or autobahn raise when the socket is gone
+            raise ClientGone() from exc
+
+    async def _result(self, message: bytes | str) -> None:
+        if self.outbox is None:
+            await self._send_to_client(message)
+        else:
+            await self.outbox.result(message)
+
+    async def _message(self, message: str) -> None:
+        if self.outbox is None:
+            await self._send_to_client(message)
+        else:
+            await self.outbox.message(message)
+
+    def _result_dropped(self) -> None:
+        """A result waiting for a slow reader was displaced by a newer one (latest wins)."""
+        if self.usage is not None and self.admission is not None:
+            self.usage.frames_dropped += 1
+            metrics.SLOW_CLIENT_DROPS.labels(self.admission.app_id).inc()
+
+    async def _client_stalled(self) -> None:
+        """Not reading for too long: closed, so the gateway holds nothing for it any more."""
+        limit = settings.REALTIME_STALLED_CLIENT_SECONDS
+        log.info("closing a client that read nothing for %g s", limit)
+        if self.usage is not None and self.admission is not None:
+            self.usage.errors[ErrorCode.TIMEOUT.value] += 1
+            metrics.ERRORS.labels(self.admission.app_id, ErrorCode.TIMEOUT.value).inc()
+        with contextlib.suppress(Exception):
+            await self.send(text_data=error_message(ErrorCode.TIMEOUT, f"results not read for {limit:g} seconds"))
+        with contextlib.suppress(Exception):
+            await self.close(CloseCode.STALLED)
 
     # -- errors and close ---------------------------------------------------------------------
 
@@ -352,7 +439,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.usage.errors[code.value] += 1
             metrics.ERRORS.labels(self.admission.app_id, code.value).inc()
         with contextlib.suppress(Exception):
-            await self.send(text_data=error_message(code, reason))
+            await self._message(error_message(code, reason))
 
     # -- staff actions, from any gateway process through the channel layer ----------------------
 
@@ -400,6 +487,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await asyncio.wait_for(upstream.close(), 2)
         if self.reader is not None:
             self.reader.cancel()
+        if self.outbox is not None:
+            self.outbox.close()
         if self.slot_taken and self.admission is not None:
             limiter.disconnect(self.admission.user.pk)
             self.m_active.dec()

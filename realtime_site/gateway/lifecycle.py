@@ -1,4 +1,7 @@
-"""Shutdown under daphne: every open connection's usage is written, then clients get 1001.
+"""daphne, mended: shutdown writes usage and closes clients with 1001; protocol errors close cleanly;
+the consumer can see its connection's transport.
+
+Shutdown: every open connection's usage is written, then clients get 1001.
 
 daphne runs the ASGI app on Twisted's asyncio reactor. A "before shutdown" trigger (Twisted waits
 for the Deferred it returns) closes every live connection through its consumer, which writes the
@@ -37,9 +40,11 @@ async def close_all() -> None:
     if consumers:
         log.info("shutting down: closing %d connections", len(consumers))
     await asyncio.gather(*(c.shutdown() for c in consumers), return_exceptions=True)
+    from django.conf import settings
+
     from realtime_site.usage.recorder import recorder
 
-    await recorder.drain()
+    await recorder.drain(timeout=settings.USAGE_DRAIN_TIMEOUT)  # bounded; logs what it could not write
 
 
 def _kill_all_applications(server: Any) -> Any:
@@ -67,6 +72,36 @@ def install() -> None:
     from twisted.internet import defer, reactor
 
     daphne.server.Server.kill_all_applications = _kill_all_applications
+    _pass_protocol_in_scope(daphne.server.Server)
+    _close_cleanly_on_protocol_errors()
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(close_all()))
     )
+
+
+def _pass_protocol_in_scope(server_class: Any) -> None:
+    """Put daphne's WebSocket protocol in the scope, for the consumer's flow control (backpressure)."""
+    from realtime_site.gateway.backpressure import SCOPE_KEY
+
+    original = server_class.create_application
+
+    def create_application(self: Any, protocol: Any, scope: dict[str, Any]) -> Any:
+        if scope.get("type") == "websocket":
+            scope[SCOPE_KEY] = protocol
+        return original(self, protocol, scope)
+
+    server_class.create_application = create_application
+
+
+def _close_cleanly_on_protocol_errors() -> None:
+    """autobahn drops the TCP connection on a protocol error (invalid UTF-8 text, a bad frame) unless
+    told otherwise: send the close frame (1007, 1002, ...) first, so the client learns why."""
+    from daphne.ws_protocol import WebSocketFactory
+
+    original = WebSocketFactory.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.setProtocolOptions(failByDrop=False)
+
+    WebSocketFactory.__init__ = __init__

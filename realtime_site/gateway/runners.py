@@ -1,8 +1,13 @@
 """The gateway's view of its runners: health from ``/healthz``, least-loaded choice per app.
 
 One pool per process. A background task polls every runner's ``/healthz`` every
-``RUNNER_HEALTH_INTERVAL`` seconds; a runner whose connection drops is marked down at once and
-comes back when its health check answers again.
+``RUNNER_HEALTH_INTERVAL`` seconds. Only a runner's own failure marks it down: a refused or timed-out
+connection, a failed health check, or the runner saying it is going away. A session that ends oddly
+(which one client's input can cause) only asks for an early health check.
+
+The pool also keeps the catalog of apps and their paths from every health check answered since the
+process started, so a client's path is judged against the real app list whether or not a runner is
+up at the moment (unknown ids never reach a runner, a usage row or a metric label).
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class RunnerPool:
         self._poller: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._first_check: asyncio.Task[None] | None = None
+        self._rechecks: dict[str, asyncio.Task[None]] = {}
+        self.catalog: dict[str, tuple[str, ...]] = {}  # app id -> its paths, as any runner reported them
 
     async def ready(self) -> None:
         """Start polling (once per process) and wait for the first round of health checks."""
@@ -84,6 +91,8 @@ class RunnerPool:
             response = await self._client.get(runner.health_url)
             health = response.json()
             runner.apps = {app["id"]: app for app in health.get("apps", [])}
+            for app_id, app in runner.apps.items():
+                self.catalog[app_id] = tuple(str(p) for p in app.get("paths") or ("realtime",))
             runner.remote_connections = int(health.get("connections", 0))
             runner.healthy = response.status_code == 200 and health.get("status") == "ok"
             runner.error = None if runner.healthy else f"status {health.get('status')!r}"
@@ -92,6 +101,31 @@ class RunnerPool:
                 log.warning("runner %s is down: %s", runner.url, exc)
             runner.healthy, runner.error = False, f"{type(exc).__name__}: {exc}"
         runner.checked_at = time.monotonic()
+
+    def check_soon(self, url: str) -> None:
+        """Check one runner's health now (at most one check in flight per runner): after a session
+        ended oddly, the check, not the session, decides whether the runner is down."""
+        if url in self._rechecks or self._client is None:
+            return
+        for runner in self.runners:
+            if runner.url == url:
+                task = asyncio.get_running_loop().create_task(self._check(runner))
+                self._rechecks[url] = task
+                task.add_done_callback(lambda _: self._rechecks.pop(url, None))
+
+    def known_path(self, app_id: str, sub_path: str) -> None:
+        """Raise ``NoRunner`` unless ``app_id`` with ``sub_path`` is an app some runner has reported."""
+        if not self.catalog:
+            raise NoRunner(ErrorCode.RUNNER_UNAVAILABLE, "no runner has answered yet; try again shortly", known=False)
+        paths = self.catalog.get(app_id)
+        if paths is None:
+            raise NoRunner(ErrorCode.APP_UNAVAILABLE, f"no app {app_id!r} on this server", known=False)
+        if sub_path not in paths:
+            raise NoRunner(
+                ErrorCode.APP_UNAVAILABLE,
+                f"app {app_id!r} has no path {sub_path!r} (paths: {', '.join(paths)})",
+                known=False,
+            )
 
     def mark_down(self, url: str, reason: str) -> None:
         for runner in self.runners:

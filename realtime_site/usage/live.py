@@ -20,7 +20,7 @@ class LiveUsageConsumer(AsyncWebsocketConsumer):
         user = await get_user(self.scope)
         origin = dict(self.scope.get("headers", [])).get(b"origin", b"").decode("latin-1")
         await self.accept()
-        if not (user.is_authenticated and user.is_staff) or not origin_allowed(origin):
+        if not (user.is_authenticated and user.is_staff) or not origin_allowed(origin, self.scope):
             await self.close(CloseCode.FORBIDDEN)
             return
         await self.channel_layer.group_add(LIVE_GROUP, self.channel_name)

@@ -23,8 +23,31 @@ LATENCY = Histogram(
     buckets=[b / 1000 for b in LATENCY_BUCKETS_MS],
     registry=REGISTRY,
 )
+SLOW_CLIENT_DROPS = Counter(
+    "realtime_slow_client_drops",
+    "Results dropped for a client that did not read them (a newer one replaced them)",
+    ["app"],
+    registry=REGISTRY,
+)
 ACTIVE = Gauge("realtime_active_connections", "Open realtime connections", ["app"], registry=REGISTRY)
 RUNNER_UP = Gauge("realtime_runner_up", "1 when the runner answers its health check", ["runner"], registry=REGISTRY)
+# The usage recorder's health: what waits for the database, what it could not keep.
+USAGE_BACKLOG = Gauge(
+    "realtime_usage_backlog_records", "Closed connections' usage records waiting for the database", registry=REGISTRY
+)
+USAGE_FAILED = Counter(
+    "realtime_usage_records_failed",
+    "Usage rows set aside: the database refused their data (kind: connection record or app minute)",
+    ["kind"],
+    registry=REGISTRY,
+)
+for _kind in ("connection", "minute"):
+    USAGE_FAILED.labels(_kind)
+USAGE_LOST = Counter(
+    "realtime_usage_records_lost",
+    "Usage records dropped unwritten: the backlog was full, or the process stopped with them unwritten",
+    registry=REGISTRY,
+)
 
 
 def bucket_index(latency_ms: float) -> int:

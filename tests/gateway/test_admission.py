@@ -146,8 +146,48 @@ async def test_admitted_by_token_key_and_session(user, api_key: str) -> None:
     assert (await admitted_round_trip(f"{ECHO}?fal_jwt_token={token}"))["request_id"] == "r1"
     assert (await admitted_round_trip(ECHO, [(b"authorization", f"Key {api_key}".encode())]))["request_id"] == "r1"
     cookie = await session_cookie(user)
-    result = await admitted_round_trip(ECHO, [(b"cookie", cookie), (b"origin", b"http://localhost:8000")])
+    page = [(b"cookie", cookie), (b"host", b"localhost:8000"), (b"origin", b"http://localhost:8000")]
+    result = await admitted_round_trip(ECHO, page)
     assert result["images"][0]["width"] == 64
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://localhost:8001",  # another port of an allowed host
+        b"https://localhost:8000",  # another scheme
+        b"http://localhost",  # the default port is another port
+        b"http://evil.localhost:8000",
+        b"http://localhost:8000.evil.example",
+        b"http://user@localhost:8000",
+        b"http://localhost:8000/path",
+        b"ftp://localhost:8000",
+        b"http://[::1",
+    ],
+)
+async def test_session_origin_must_match_scheme_host_and_port(user, origin: bytes) -> None:
+    cookie = await session_cookie(user)
+    error, code = await expect_refusal(ECHO, [(b"cookie", cookie), (b"host", b"localhost:8000"), (b"origin", origin)])
+    assert (error["error"], code) == ("FORBIDDEN", 4403) and "origin" in error["reason"]
+
+
+async def test_session_origin_behind_a_tls_proxy_is_https(user, settings) -> None:
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    cookie = await session_cookie(user)
+    base = [(b"cookie", cookie), (b"host", b"localhost"), (b"x-forwarded-proto", b"https")]
+    assert (await admitted_round_trip(ECHO, [*base, (b"origin", b"https://localhost")]))["images"]
+    error, code = await expect_refusal(ECHO, [*base, (b"origin", b"http://localhost")])
+    assert code == 4403
+
+
+async def test_session_origin_from_the_configured_list_only(user, settings) -> None:
+    settings.REALTIME_ALLOWED_ORIGINS = ["https://draw.example.org"]
+    cookie = await session_cookie(user)
+    base = [(b"cookie", cookie), (b"host", b"localhost:8000")]
+    assert (await admitted_round_trip(ECHO, [*base, (b"origin", b"https://DRAW.example.org:443")]))["images"]
+    for origin in (b"http://localhost:8000", b"https://draw.example.org:8443", b"http://draw.example.org"):
+        _, code = await expect_refusal(ECHO, [*base, (b"origin", origin)])
+        assert code == 4403
 
 
 async def test_inactive_users_key_is_refused(user, api_key: str) -> None:
