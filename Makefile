@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 NPM_STAMP := frontend/node_modules/.installed
 GPU_STAMP := $(VENV)/.installed-gpu
 CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
 
-.PHONY: setup run test bench lint browser cluster
+.PHONY: setup run test bench lint browser nginx cluster
 
 # The local 2x2 cluster: two runners and two gateways on Redis and PostgreSQL at 127.0.0.1.
 CLUSTER_DB := realtime
@@ -36,6 +37,10 @@ $(NPM_STAMP): frontend/package.json frontend/package-lock.json
 browser:
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The TLS proxy test runs Debian's nginx as a child process on free ports (tests/proxy/).
+nginx:
+	@test -x $(NGINX) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+
 run: setup
 	$(PY) manage.py serve
 
@@ -43,7 +48,7 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint browser $(GPU_STAMP)
+test: lint browser nginx $(GPU_STAMP)
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 	cd frontend && REALTIME_PYTHON=$(abspath $(PY)) npm test --silent

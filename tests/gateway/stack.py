@@ -63,6 +63,7 @@ class GatewayStack:
             self.daphne = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
                  "--websocket-max-message-size", cap, "--websocket-max-frame-size", cap,
+                 *(["--proxy-headers"] if self.env.get("REALTIME_PROXY_HEADERS") == "1" else []),
                  "realtime_site.asgi:application"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip

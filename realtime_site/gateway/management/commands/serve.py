@@ -44,6 +44,7 @@ class Command(BaseCommand):
             sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
             # Twice the frame cap: frames between the two get PAYLOAD_TOO_LARGE and the socket lives.
             "--websocket-max-message-size", str(2 * cap), "--websocket-max-frame-size", str(2 * cap),
+            *(["--proxy-headers"] if settings.REALTIME_PROXY_HEADERS else []),  # client address from the proxy
             "realtime_site.asgi:application",
         ]  # fmt: skip
         processes = [subprocess.Popen(runner_cmd, cwd=root, env=env)]
