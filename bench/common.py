@@ -398,3 +398,15 @@ def print_machine(info: dict[str, Any], packages: Sequence[str]) -> None:
     names = ["python", *packages]
     row(" / ".join(names), " / ".join(str(info[name]) for name in names))
     row("platform", info["platform"])
+
+
+def noisy_jpeg_near(side: int, target: int, seed: int = 1234) -> tuple[bytes, int]:
+    """A seeded noisy gradient of ``side`` x ``side`` at the JPEG quality that lands nearest ``target``
+    bytes; (bytes, quality). The caller checks the size is close enough."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    scale = 255 / max(1, side - 1)
+    base = np.stack([x * scale, y * scale, (x + y) * scale / 2], axis=-1)
+    image = Image.fromarray(np.clip(base + rng.normal(0, 16, base.shape), 0, 255).astype(np.uint8))
+    candidates = ((jpeg_bytes(image, q), q) for q in range(20, 96))
+    return min(candidates, key=lambda d: abs(len(d[0]) - target))
