@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.utils import timezone
 
+from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import create_api_key
 from realtime_site.accounts.models import ApiKey, IssuedToken, UserLimits
 from realtime_site.accounts.tokens import check_token
@@ -16,6 +17,14 @@ from realtime_site.accounts.tokens import check_token
 pytestmark = pytest.mark.django_db
 TOKEN_BODY = json.dumps({"allowed_apps": ["stylize"], "token_expiration": 60})
 FAL_TARGET = {"HTTP_X_FAL_TARGET_URL": "https://rest.fal.ai/tokens/"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_failures(settings):
+    settings.REDIS_URL = None  # counted in this process
+    failures.clear()
+    yield
+    failures.clear()
 
 
 @pytest.fixture
@@ -73,11 +82,36 @@ def test_tokens_refuses_a_revoked_key_and_a_wrong_secret(client, key: str) -> No
         ("{}", "allowed_apps"),
         (json.dumps({"allowed_apps": ["../etc"]}), "not an app alias"),
         (json.dumps({"allowed_apps": ["stylize"], "token_expiration": "soon"}), "token_expiration"),
+        ("[" * 100_000, "nested too deeply"),
+        ('{"a":' * 100_000, "nested too deeply"),
     ],
+    ids=["not-json", "array", "empty", "alias", "expiration", "deep-array", "deep-object"],
 )
 def test_tokens_refuses_bad_bodies(client, key: str, body: str, detail: str) -> None:
     response = post_tokens(client, body, HTTP_AUTHORIZATION=f"Key {key}")
     assert response.status_code == 400 and detail in response.json()["detail"]
+
+
+def test_tokens_refuses_an_address_over_the_failure_limit_before_checking_the_key(client, key: str, settings) -> None:
+    settings.REALTIME_CREDENTIAL_FAILURES, settings.REALTIME_CREDENTIAL_FAILURE_WINDOW = 3, 60
+    attacker = {"REMOTE_ADDR": "198.51.100.7"}
+    key_id = key.split(":")[0]
+    for _ in range(3):
+        assert post_tokens(client, HTTP_AUTHORIZATION=f"Key {key_id}:guess", **attacker).status_code == 401
+    refused = post_tokens(client, HTTP_AUTHORIZATION=f"Key {key}", **attacker)  # even the right key
+    assert refused.status_code == 429
+    assert "the limit is 3 per 60 seconds" in refused.json()["detail"]
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert ApiKey.objects.get().last_used_at is None  # the key was never looked at
+    other = post_tokens(client, HTTP_AUTHORIZATION=f"Key {key}", REMOTE_ADDR="198.51.100.8")
+    assert other.status_code == 200
+
+
+def test_tokens_without_a_key_header_count_no_failure(client, key: str, settings) -> None:
+    settings.REALTIME_CREDENTIAL_FAILURES = 2
+    for _ in range(4):
+        assert post_tokens(client).status_code == 401
+    assert post_tokens(client, HTTP_AUTHORIZATION=f"Key {key}").status_code == 200
 
 
 def test_tokens_caps_the_lifetime(client, key: str, settings) -> None:
