@@ -122,6 +122,7 @@ WINDOW_SECONDS = 10.0  # the well-behaved worker reports per window
 SAMPLE_SECONDS = 2.0  # RSS and descriptors of daphne and the runner
 WARMUP_SECONDS = 10.0  # an unmeasured run before the baseline
 P99_SLACK_MS = 50.0
+LATE_MS = 20.0  # a generator sending later than this at p99 was starved of CPU: said with the verdicts
 RSS_SLACK_MB = 50.0
 
 SLICE_SECONDS = 10.0
@@ -1096,6 +1097,12 @@ def report(results: dict[str, Any]) -> None:
         row(key, verdict(ok), note, label_width=48, value_width=8)
     results["passed"] = all(verdicts.values())
     print(f"\n  {'all targets met' if results['passed'] else 'MISSED: at least one target (see above)'}", flush=True)
+    late = {name: number(results[name]["good"]["send_lag_ms"]["p99"]) for name in ("baseline", "chaos")}
+    results["generator_late"] = [name for name, lag in late.items() if not lag <= LATE_MS]
+    for name in results["generator_late"]:
+        print(f"  NOTE: in the {name} phase the well-behaved generator itself sent late (p99 {late[name]:.0f} ms"
+              f" > {LATE_MS:g} ms):")  # fmt: skip
+        print("  the machine was short of CPU, and the round trips include the generator's own delay", flush=True)
 
 
 # -- the run -----------------------------------------------------------------------------------
