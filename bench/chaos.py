@@ -3,7 +3,8 @@
 Run as a script: ``python bench/chaos.py [--duration S] [--sessions N] [--large-frames] [--cluster]``.
 One runner (``local/echo``) and one gateway (daphne, a throwaway SQLite database; with ``--cluster`` a
 fresh PostgreSQL database and the Redis channel layer) run as subprocesses of this interpreter. It
-prints tables and writes every figure to ``bench/out/chaos.json``. Two phases on the same stack:
+prints tables and writes every figure to ``bench/out/chaos.json``. After an unmeasured 10 s warm-up
+(the servers' first connections are slow), two phases on the same stack:
 
 1. Baseline: N well-behaved sessions (default 50: 10 users x 5 sessions, even users by API key,
    odd users by a token from ``POST /tokens/``) each send a 256x256 JPEG of ~15 KB
@@ -24,7 +25,10 @@ Per phase: frames sent, answered and lost (a frame with no answer by the end of 
 error answer, or an answer to another request_id or with another image: misrouting is loss),
 round-trip p50/p95/p99/max, and daphne's and the runner's RSS at the start (just before the
 first frame), peak and end (once the sessions closed and the servers were idle again). For the
-chaos phase, every hostile action and what it got back (error codes, close codes, HTTP statuses).
+chaos phase, every hostile action and what it got back (error codes, close codes, HTTP statuses),
+and the well-behaved round trips of the frames sent while each kind ran (beside the same time slots
+of the baseline), to tell which kind hurts. The generator's own send lateness is shown too: when its
+p99 exceeds 20 ms the machine was short of CPU and the verdicts say so.
 
 Targets (the issue "One client can never hurt another"): the well-behaved sessions lose nothing,
 their p99 under chaos is at most 50 ms above the baseline's, and the RSS of daphne and of the
@@ -35,7 +39,7 @@ Duration: ``--duration`` is the length of each phase, 300 s by default. The issu
 5-minute chaos run, and both phases have the same length so that both p99s come from the same
 number of frames with the same exposure to the machine's noise; memory growth (never-reading
 clients) also needs minutes to show. The whole run takes about 11 minutes; ``--duration 150``
-halves it, ``--duration 20 --sessions 10`` is a smoke run.
+halves it; ``--duration 20 --sessions 10 --slice-seconds 5`` is a smoke run in which every kind runs.
 """
 
 from __future__ import annotations
@@ -1172,7 +1176,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sessions", type=int, default=SESSIONS, help=f"well-behaved sessions ({SESSIONS})")
     parser.add_argument("--large-frames", action="store_true", help="512x512 JPEGs of ~100 KB, not 256x256 ~15 KB")
     parser.add_argument("--cluster", action="store_true", help="PostgreSQL and Redis instead of SQLite")
-    parser.add_argument("--slice-seconds", type=float, default=SLICE_SECONDS, help=f"({SLICE_SECONDS:g})")
+    slice_help = f"seconds each group of hostile kinds runs ({SLICE_SECONDS:g})"
+    parser.add_argument("--slice-seconds", type=float, default=SLICE_SECONDS, help=slice_help)
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"hostile kinds at once ({CONCURRENCY})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file of all figures")
     parser.add_argument("--good-worker", metavar="WS_BASE", help=argparse.SUPPRESS)
