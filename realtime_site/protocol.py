@@ -212,13 +212,12 @@ def encode_frame(payload: dict[str, Any], encoding: Encoding) -> bytes | str:
 
 
 def parse_app_path(path: str) -> tuple[str, str]:
-    """Split ``/owner/alias/realtime?...`` into ``("owner/alias", "realtime")``.
+    """Split ``/owner/alias/realtime`` (a path without its query) into ``("owner/alias", "realtime")``.
 
     Strict: ASCII segments of letters, digits, ``_ . -`` only (no space, ``#``, ``%``, ``..``, empty
     segment), so the path can be written into an upstream URL as it is. Raises ``ValueError`` naming
     the problem for anything else.
     """
-    path = path.split("?", 1)[0]
     shown = path[:80] + ("..." if len(path) > 80 else "")
     parts = path.strip("/").split("/", 2)
     if len(parts) < 3 or not parts[2]:

@@ -81,15 +81,19 @@ class ResultOutbox:
         self._transport = self._register(scope.get(SCOPE_KEY))
 
     def _register(self, protocol: Any) -> Any:
+        """Register on the TCP transport; after daphne's upgrade from HTTP, Twisted's HTTPChannel is
+        already the transport's producer and forwards pause and resume to a producer of its own."""
         transport = getattr(protocol, "transport", None)
-        if transport is None or not hasattr(transport, "registerProducer"):
-            return None
-        try:
-            transport.registerProducer(_Producer(self), True)
-        except RuntimeError:  # someone else's producer is there already: no flow control
-            log.debug("transport has a producer already; results are not flow-controlled")
-            return None
-        return transport
+        for consumer in (transport, getattr(transport, "producer", None)):
+            if consumer is None or not hasattr(consumer, "registerProducer"):
+                continue
+            try:
+                consumer.registerProducer(_Producer(self), True)
+            except RuntimeError:  # a producer is there already: try the next
+                continue
+            return consumer
+        log.debug("no transport to register with; results are not flow-controlled")
+        return None
 
     @property
     def held(self) -> int:

@@ -176,7 +176,7 @@ async def test_session_origin_behind_a_tls_proxy_is_https(user, settings) -> Non
     cookie = await session_cookie(user)
     base = [(b"cookie", cookie), (b"host", b"localhost"), (b"x-forwarded-proto", b"https")]
     assert (await admitted_round_trip(ECHO, [*base, (b"origin", b"https://localhost")]))["images"]
-    error, code = await expect_refusal(ECHO, [*base, (b"origin", b"http://localhost")])
+    _, code = await expect_refusal(ECHO, [*base, (b"origin", b"http://localhost")])
     assert code == 4403
 
 
