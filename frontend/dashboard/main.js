@@ -115,7 +115,7 @@ function renderTopUsers(rows) {
   body.replaceChildren(
     ...rows.map((row) => {
       const tr = document.createElement("tr");
-      for (const value of [row.user__username, row.connections, row.frames ?? 0, row.results ?? 0, row.seconds]) {
+      for (const value of [row.username, row.connections, row.frames ?? 0, row.results ?? 0, row.seconds]) {
         const td = document.createElement("td");
         td.textContent = String(value);
         tr.append(td);

@@ -1,9 +1,14 @@
-"""Admin for usage: every connection (read-only), and a per-user summary with editable limits."""
+"""Admin for usage: every connection (read-only), and a per-user summary with editable limits.
+
+Records name their user by id and username snapshot (no foreign key): a record whose user, key or
+token was deleted is listed, searched and filtered like any other.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.db.models import Count, FloatField, IntegerField, Max, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
 from realtime_site.accounts.models import UserLimits
@@ -15,13 +20,12 @@ from realtime_site.usage.models import ConnectionRecord, UserUsage
 @admin.register(ConnectionRecord)
 class ConnectionRecordAdmin(admin.ModelAdmin):
     list_display = (
-        "started_at", "user", "app", "auth_method", "live", "frames_in", "results_out", "error_count",
+        "started_at", "who", "app", "auth_method", "live", "frames_in", "results_out", "error_count",
         "frames_dropped", "inference_seconds", "p50_ms", "close_code", "client_address",
     )  # fmt: skip
-    list_filter = ("app", "auth_method", "started_at", "close_code", ("user", admin.RelatedOnlyFieldListFilter))
-    search_fields = ("user__username", "app", "client_address", "user_agent", "token__jti", "api_key__key_id")
+    list_filter = ("app", "auth_method", "started_at", "close_code", "username")
+    search_fields = ("username", "app", "client_address", "user_agent", "token_id", "key_id")
     date_hierarchy = "started_at"
-    list_select_related = ("user",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -32,6 +36,10 @@ class ConnectionRecordAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    @admin.display(ordering="username", description="user")
+    def who(self, obj: ConnectionRecord) -> str:
+        return obj.username or f"user #{obj.user_id}"
+
     @admin.display(boolean=True, description="open")
     def live(self, obj: ConnectionRecord) -> bool:
         return obj.ended_at is None
@@ -40,6 +48,25 @@ class ConnectionRecordAdmin(admin.ModelAdmin):
     def p50_ms(self, obj: ConnectionRecord) -> str:
         value = percentile_from_buckets(obj.latency_buckets or [], 0.5)
         return "-" if value is None else f"<={value:g}"
+
+
+def _per_user(aggregate, output_field, default=None, **filters) -> Subquery | Coalesce:
+    """One aggregate of the user's records, as a subquery (records hold a user id, not a foreign key)."""
+    rows = ConnectionRecord.objects.filter(user_id=OuterRef("pk"), **filters).order_by().values("user_id")
+    value = Subquery(rows.annotate(value=aggregate).values("value")[:1], output_field=output_field)
+    return value if default is None else Coalesce(value, default, output_field=output_field)
+
+
+def summary_annotations() -> dict[str, Subquery | Coalesce]:
+    number, real = IntegerField(), FloatField()
+    return {
+        "n_connections": _per_user(Count("id"), number, Value(0)),
+        "n_open": _per_user(Count("id"), number, Value(0), ended_at__isnull=True),
+        "n_frames": _per_user(Sum("frames_in"), number, Value(0)),
+        "n_results": _per_user(Sum("results_out"), number, Value(0)),
+        "seconds": _per_user(Sum("inference_seconds"), real, Value(0.0)),
+        "seen": _per_user(Max("started_at"), ConnectionRecord._meta.get_field("started_at")),
+    }
 
 
 class UserLimitsInline(admin.StackedInline):
@@ -62,18 +89,7 @@ class UserUsageAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                n_connections=Count("realtime_connections"),
-                n_open=Count("realtime_connections", filter=Q(realtime_connections__ended_at__isnull=True)),
-                n_frames=Sum("realtime_connections__frames_in"),
-                n_results=Sum("realtime_connections__results_out"),
-                seconds=Sum("realtime_connections__inference_seconds"),
-                seen=Max("realtime_connections__started_at"),
-            )
-        )
+        return super().get_queryset(request).annotate(**summary_annotations())
 
     @admin.display(ordering="n_connections")
     def connections(self, obj) -> int:
@@ -93,7 +109,7 @@ class UserUsageAdmin(admin.ModelAdmin):
 
     @admin.display(description="errors")
     def errors(self, obj) -> int:
-        rows = ConnectionRecord.objects.filter(user=obj).values_list("errors", flat=True)
+        rows = ConnectionRecord.objects.filter(user_id=obj.pk).values_list("errors", flat=True)
         return sum(sum(e.values()) for e in rows if e)
 
     @admin.display(ordering="seconds", description="inference (s)")

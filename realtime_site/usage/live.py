@@ -1,5 +1,5 @@
-"""``/admin/live``: the dashboard's WebSocket. Staff only, from this site's pages; it relays every
-gateway process's live usage (the channel layer group ``usage-live``)."""
+"""``/admin/live``: the dashboard's WebSocket. Staff with the dashboard's permission only, from this
+site's pages; it relays every gateway process's live usage (the channel layer group ``usage-live``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 from channels.auth import get_user
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime_site.gateway.admission import CloseCode, origin_allowed
+from realtime_site.usage.dashboard import RECORDS_PERMISSION
 from realtime_site.usage.recorder import LIVE_GROUP
 
 
@@ -19,8 +21,10 @@ class LiveUsageConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = await get_user(self.scope)
         origin = dict(self.scope.get("headers", [])).get(b"origin", b"").decode("latin-1")
+        allowed = user.is_authenticated and user.is_staff
+        allowed = allowed and await database_sync_to_async(user.has_perm)(RECORDS_PERMISSION)
         await self.accept()
-        if not (user.is_authenticated and user.is_staff) or not origin_allowed(origin, self.scope):
+        if not allowed or not origin_allowed(origin, self.scope):
             await self.close(CloseCode.FORBIDDEN)
             return
         await self.channel_layer.group_add(LIVE_GROUP, self.channel_name)

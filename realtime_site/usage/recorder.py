@@ -1,23 +1,28 @@
 """Usage counting off the frame path.
 
 Each connection owns a ``Usage``: plain counters that the consumer bumps on the event loop (no I/O).
-One writer task per process turns them into ``ConnectionRecord`` rows through the database thread:
+One writer task per process turns them into ``ConnectionRecord`` rows through the database thread
+(``usage.writer``):
 
 - a closing connection's record is written at once; closes that arrive together share one write;
-- every ``USAGE_FLUSH_INTERVAL`` seconds, the open connections whose counts changed are written
-  with one ``executemany`` (the ORM's ``bulk_update`` builds a CASE per column and cost 70-100 ms of
-  held interpreter lock for 100 rows here, stalling every connection's frames);
-- a write that fails (the database away) is kept and tried again on the next round; what does not
-  fit the bounded backlog is counted and logged, never silently lost.
+- every ``USAGE_FLUSH_INTERVAL`` seconds, the open connections whose counts changed are written;
+- one bad record never blocks the others: when a round fails, its rows are written one by one, and
+  a row the database refuses for its data is *set aside* (kept in a bounded list, ``set_aside``,
+  logged once with its id and the error, counted in ``realtime_usage_records_failed_total``);
+- while the database is away, closed connections' records wait in a bounded backlog and are tried
+  again every round; what does not fit is counted (``lost``, ``realtime_usage_records_lost_total``)
+  and logged, never silently lost.
 
 ``close`` shields the write, so a connection cancelled at server shutdown still gets its record,
-and ``drain`` waits until everything handed over is written.
+and ``drain`` waits, at most ``USAGE_DRAIN_TIMEOUT`` seconds, until everything handed over is
+written; it returns (and logs) how many records it could not write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import socket
@@ -31,11 +36,12 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import connection, transaction
 from django.utils import timezone
 
-from realtime_site.usage.models import AppMinute, ConnectionRecord
+from realtime_site.usage import metrics
+from realtime_site.usage.models import ERROR_KEY_LENGTH, INT_MAX, ConnectionRecord, fit_float, fit_int, fit_text
 from realtime_site.usage.rollups import MinuteStats, Rollups, empty_buckets
+from realtime_site.usage.writer import Outcome, RoundResult, describe, write_round
 
 __all__ = ["GATEWAY_NAME", "LIVE_GROUP", "Usage", "UsageRecorder", "recorder"]
 
@@ -45,21 +51,16 @@ LIVE_INTERVAL = 2.0  # seconds between rollups sent to the dashboard
 
 log = logging.getLogger("realtime_site.usage")
 
-# Columns that change after a record is created.
-_MUTABLE = (
-    "runner",
-    "ended_at",
-    "close_code",
-    "frames_in",
-    "results_out",
-    "errors",
-    "frames_dropped",
-    "bytes_in",
-    "bytes_out",
-    "inference_seconds",
-    "latency_buckets",
-)
-BACKLOG_LIMIT = 10_000  # records kept in memory while the database cannot be written
+BACKLOG_LIMIT = 10_000  # closed connections' records kept in memory while the database cannot be written
+SET_ASIDE_LIMIT = 1_000  # records the database refused, kept for a person to look at
+MAX_RETRIES = 5  # rounds a row may fail while the database answers before it is set aside
+
+
+def _lengths() -> dict[str, int]:
+    return {f.name: f.max_length for f in ConnectionRecord._meta.fields if getattr(f, "max_length", None)}
+
+
+_LENGTH = _lengths()
 
 
 @dataclass(eq=False)
@@ -72,6 +73,8 @@ class Usage:
     client_address: str = ""
     user_agent: str = ""
     gateway: str = ""
+    username: str = ""  # empty: copied from the user's row at the first write, while it exists
+    key_id: str = ""  # the API key's public id; empty: copied like the username
     runner: str = ""
     id: uuid.UUID = field(default_factory=uuid.uuid4)
     started_at: datetime = field(default_factory=timezone.now)
@@ -85,6 +88,7 @@ class Usage:
     bytes_out: int = 0
     inference_seconds: float = 0.0
     latency_buckets: list[int] = field(default_factory=empty_buckets)
+    set_aside: bool = False  # the database refused the record: no more writes
 
     def version(self) -> tuple[Any, ...]:
         """Changes whenever a counter does: a record is rewritten only when it differs."""
@@ -99,55 +103,36 @@ class Usage:
         )
 
     def snapshot(self) -> ConnectionRecord:
+        """The record as the database will take it: texts cut to their columns, numbers in range."""
+
+        def text(name: str) -> str:
+            return fit_text(getattr(self, name), _LENGTH[name])
+
         return ConnectionRecord(
             id=self.id,
-            user_id=self.user_id,
-            app=self.app,
-            auth_method=self.auth_method,
-            api_key_id=self.api_key_id,
-            token_id=self.token_id,
-            gateway=self.gateway,
-            runner=self.runner,
+            user_id=int(self.user_id),
+            username=text("username"),
+            app=text("app"),
+            auth_method=text("auth_method"),
+            api_key_id=None if self.api_key_id is None else int(self.api_key_id),
+            key_id=text("key_id"),
+            token_id=None if self.token_id is None else text("token_id"),
+            gateway=text("gateway"),
+            runner=text("runner"),
             started_at=self.started_at,
             ended_at=self.ended_at,
-            close_code=self.close_code,
-            frames_in=self.frames_in,
-            results_out=self.results_out,
-            errors=dict(self.errors),
-            frames_dropped=self.frames_dropped,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            inference_seconds=round(self.inference_seconds, 6),
-            latency_buckets=list(self.latency_buckets),
-            client_address=self.client_address[:100],
-            user_agent=self.user_agent[:300],
+            close_code=None if self.close_code is None else fit_int(self.close_code, -INT_MAX - 1, INT_MAX),
+            frames_in=fit_int(self.frames_in),
+            results_out=fit_int(self.results_out),
+            errors={fit_text(k, ERROR_KEY_LENGTH): fit_int(v) for k, v in self.errors.items()},
+            frames_dropped=fit_int(self.frames_dropped),
+            bytes_in=fit_int(self.bytes_in),
+            bytes_out=fit_int(self.bytes_out),
+            inference_seconds=round(fit_float(self.inference_seconds), 6),
+            latency_buckets=[fit_int(n) for n in self.latency_buckets],
+            client_address=text("client_address"),
+            user_agent=text("user_agent"),
         )
-
-
-def write_records(
-    new: list[ConnectionRecord], changed: list[ConnectionRecord], minutes: list[dict[str, Any]] = ()
-) -> None:
-    """Insert ``new``, update ``changed`` and the minute rollups in one transaction (the database thread)."""
-    with transaction.atomic():
-        for minute in minutes:
-            key = {"app": minute["app"], "minute": minute["minute"], "gateway": minute["gateway"]}
-            values = {k: minute[k] for k in ("frames_in", "results_out", "errors", "latency_buckets")}
-            AppMinute.objects.update_or_create(**key, defaults=values)
-        if new:
-            ConnectionRecord.objects.bulk_create(new)
-        if changed:
-            meta = ConnectionRecord._meta
-            fields = [meta.get_field(name) for name in _MUTABLE]
-            columns = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
-            pk = meta.pk
-            sql = f"UPDATE {connection.ops.quote_name(meta.db_table)} SET {columns} WHERE {pk.column} = %s"
-            params = [
-                [f.get_db_prep_value(getattr(row, f.attname), connection) for f in fields]
-                + [pk.get_db_prep_value(row.pk, connection)]
-                for row in changed
-            ]
-            with connection.cursor() as cursor:
-                cursor.executemany(sql, params)
 
 
 class UsageRecorder:
@@ -155,12 +140,14 @@ class UsageRecorder:
         self._open: dict[uuid.UUID, Usage] = {}
         self._written: dict[uuid.UUID, tuple[Any, ...]] = {}  # rows in the database, by last version
         self._closing: list[tuple[Usage, asyncio.Future[None]]] = []
-        self._backlog: collections.deque[Usage] = collections.deque()  # closed, not yet written
+        self._backlog: dict[uuid.UUID, Usage] = {}  # closed, not yet written; oldest first
+        self._retries: Counter[Any] = Counter()  # failures of a row while the database answered
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self.rollups = Rollups()
         self.lost = 0  # records dropped because the backlog was full
+        self.set_aside: collections.deque[tuple[Usage, str]] = collections.deque(maxlen=SET_ASIDE_LIMIT)
 
     # -- API for consumers ----------------------------------------------------------------------
 
@@ -169,14 +156,16 @@ class UsageRecorder:
         self._ensure_writer()
 
     async def close(self, usage: Usage, close_code: int | None) -> None:
-        """Mark the connection ended; returns once its record is written (or kept for a retry)."""
+        """Mark the connection ended; returns once its record is written or kept for a retry (or,
+        with the database hanging, after ``USAGE_DRAIN_TIMEOUT`` seconds: the record waits all the same)."""
         if usage.ended_at is None:
             usage.ended_at = timezone.now()
             usage.close_code = close_code
         future = self._ensure_writer().create_future()
         self._closing.append((usage, future))
         self._signal()
-        await asyncio.shield(future)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(future), settings.USAGE_DRAIN_TIMEOUT)
 
     async def flush(self) -> None:
         """Write every open connection now."""
@@ -185,12 +174,32 @@ class UsageRecorder:
         self._signal()
         await asyncio.shield(future)
 
-    async def drain(self) -> None:
-        """Wait until every close handed over so far is written (at shutdown)."""
-        while self._closing or self._backlog:
-            await self.flush()
-            if self._backlog:
-                await asyncio.sleep(0.5)
+    async def drain(self, timeout: float | None = None) -> int:  # noqa: ASYNC109 (a bound, not a cancel)
+        """Write every close handed over so far (at shutdown), for at most ``timeout`` seconds
+        (default ``USAGE_DRAIN_TIMEOUT``); returns how many records are still unwritten."""
+        limit = settings.USAGE_DRAIN_TIMEOUT if timeout is None else timeout
+        try:
+            async with asyncio.timeout(limit):
+                await self.flush()  # the open connections' latest counts too
+                while self._closing or self._backlog:
+                    if self._backlog:
+                        await asyncio.sleep(0.5)
+                    await self.flush()
+        except TimeoutError:
+            pass
+        unwritten = self.unwritten()
+        if unwritten:
+            log.error("shutting down: %d usage records could not be written within %g s; lost", unwritten, limit)
+        return unwritten
+
+    def unwritten(self) -> int:
+        """Records whose latest counts are not in the database."""
+        ended = {u.id for u, _ in self._closing if not u.set_aside} | set(self._backlog)
+        changed = sum(1 for u in self._open.values() if u.id not in ended and self._written.get(u.id) != u.version())
+        return len(ended) + changed
+
+    def backlog(self) -> int:
+        return len(self._backlog)
 
     def live(self) -> list[Usage]:
         return list(self._open.values())
@@ -242,48 +251,113 @@ class UsageRecorder:
     async def _write_round(self, *, everything: bool) -> None:
         closing, self._closing = self._closing, []
         waiters, self._flush_waiters = self._flush_waiters, []
-        ended = [*self._backlog, *(u for u, _ in closing)]
-        batch: dict[uuid.UUID, Usage] = {u.id: u for u in self._backlog}
-        batch.update((u.id, u) for u, _ in closing)
+        try:
+            await self._write(closing, everything=everything)
+        except Exception:  # a bug here must not leave a closing connection waiting forever
+            log.exception("usage write round failed")
+        finally:
+            metrics.USAGE_BACKLOG.set(len(self._backlog))
+            for future in [*(f for _, f in closing), *waiters]:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _write(self, closing: list[tuple[Usage, asyncio.Future[None]]], *, everything: bool) -> None:
+        ended = [u for u, _ in closing]
+        for usage in ended:
+            self._open.pop(usage.id, None)
+            if not usage.set_aside:
+                self._keep(usage)
+        self.rollups.tick(list(self._open.values()), ended=ended)
+        batch: dict[uuid.UUID, Usage] = dict(self._backlog)
         if everything:
             batch.update((u.id, u) for u in self._open.values() if self._written.get(u.id) != u.version())
-        self.rollups.tick(list(self._open.values()), ended=[u for u, _ in closing])
         minutes: list[MinuteStats] = self.rollups.changed() if everything or closing else []
-        if batch or minutes:
-            versions = {uid: u.version() for uid, u in batch.items()}
-            rows = [u.snapshot() for u in batch.values()]  # copied on the loop: consistent counts
-            new = [r for r in rows if r.id not in self._written]
-            changed = [r for r in rows if r.id in self._written]
+        if not batch and not minutes:
+            return
+        rows: list[ConnectionRecord] = []
+        versions: dict[uuid.UUID, tuple[Any, ...]] = {}
+        for usage in batch.values():  # copied on the loop: consistent counts
             try:
-                await database_sync_to_async(write_records)(
-                    new, changed, [m.as_dict(GATEWAY_NAME, json=False) for m in minutes]
-                )
-                for stats in minutes:
-                    stats.dirty = False
-            except Exception:
-                log.exception("usage write failed for %d records; keeping them for the next round", len(rows))
-                self._keep_for_retry([u for u, _ in closing])
+                rows.append(usage.snapshot())
+            except Exception as exc:
+                self._set_aside(usage, describe(exc))
+                continue
+            versions[usage.id] = usage.version()
+        new = [r for r in rows if r.id not in self._written]
+        changed = [r for r in rows if r.id in self._written]
+        result: RoundResult = await database_sync_to_async(write_round)(
+            new, changed, [m.as_dict(GATEWAY_NAME, json=False) for m in minutes]
+        )
+        if result.one_by_one:
+            outcomes = Counter(outcome for outcome, _ in [*result.rows.values(), *result.minutes])
+            if set(outcomes) == {Outcome.AWAY}:
+                error = next(e for _, e in [*result.rows.values(), *result.minutes])
+                log.warning("usage write failed, the database is away (%s); %d records kept", error, len(rows))
             else:
-                self._written.update(versions)
-                self._backlog.clear()
-                for usage in ended:
-                    self._open.pop(usage.id, None)
-                    self._written.pop(usage.id, None)
-        for _, future in closing:
-            if not future.done():
-                future.set_result(None)
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
+                log.warning(
+                    "usage write of %d records failed; one by one: %s",
+                    len(rows),
+                    {o.value: n for o, n in outcomes.items()},
+                )
+        for record_id, (outcome, error) in result.rows.items():
+            self._settle(batch[record_id], versions[record_id], outcome, error)
+        for stats, (outcome, error) in zip(minutes, result.minutes, strict=True):
+            self._settle_minute(stats, outcome, error)
 
-    def _keep_for_retry(self, closed: list[Usage]) -> None:
-        for usage in closed:
-            self._open.pop(usage.id, None)
-            if len(self._backlog) >= BACKLOG_LIMIT:
-                dropped = self._backlog.popleft()
-                self.lost += 1
-                log.error("usage backlog full: dropped the record of connection %s", dropped.id)
-            self._backlog.append(usage)
+    def _settle(self, usage: Usage, version: tuple[Any, ...], outcome: Outcome, error: str) -> None:
+        if outcome is Outcome.WRITTEN:
+            self._retries.pop(usage.id, None)
+            if self._backlog.pop(usage.id, None) is not None:
+                self._written.pop(usage.id, None)  # closed and written: done with it
+            else:
+                self._written[usage.id] = version
+        elif outcome is Outcome.BAD or (outcome is Outcome.RETRY and self._retry(usage.id)):
+            self._set_aside(usage, error)
+
+    def _settle_minute(self, stats: MinuteStats, outcome: Outcome, error: str) -> None:
+        key = ("minute", stats.app, stats.minute)
+        if outcome is Outcome.WRITTEN:
+            self._retries.pop(key, None)
+            stats.dirty = False
+        elif outcome is Outcome.BAD or (outcome is Outcome.RETRY and self._retry(key)):
+            stats.dirty = False
+            metrics.USAGE_FAILED.labels("minute").inc()
+            log.error("usage minute of %r at %s set aside: %s", fit_text(stats.app, 80), stats.minute, error)
+
+    def _retry(self, key: Any) -> bool:
+        """Count a failure while the database answers; True when the row has had enough tries."""
+        self._retries[key] += 1
+        if self._retries[key] < MAX_RETRIES:
+            return False
+        del self._retries[key]
+        return True
+
+    def _keep(self, usage: Usage) -> None:
+        """Into the backlog of closed connections, dropping the oldest when it is full."""
+        if usage.id not in self._backlog and len(self._backlog) >= BACKLOG_LIMIT:
+            dropped = next(iter(self._backlog))
+            self._forget(dropped)
+            self.lost += 1
+            metrics.USAGE_LOST.inc()
+            log.error("usage backlog full: dropped the record of connection %s", dropped)
+        self._backlog[usage.id] = usage
+
+    def _set_aside(self, usage: Usage, error: str) -> None:
+        usage.set_aside = True
+        self._forget(usage.id)
+        self.set_aside.append((usage, error))
+        metrics.USAGE_FAILED.labels("connection").inc()
+        log.error(
+            "usage record %s (user %s, app %r) set aside, the database refused it: %s",
+            usage.id,
+            fit_text(usage.user_id, 40),
+            fit_text(usage.app, 80),
+            error,
+        )
+
+    def _forget(self, record_id: uuid.UUID) -> None:
+        for table in (self._open, self._backlog, self._written, self._retries):
+            table.pop(record_id, None)
 
 
 recorder = UsageRecorder()

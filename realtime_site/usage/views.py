@@ -1,4 +1,5 @@
-"""``GET /metrics``: Prometheus text, for staff or the configured bearer token."""
+"""``GET /metrics``: Prometheus text, for the configured bearer token or a staff session with the
+permission to see usage (``usage.view_connectionrecord``; superusers have it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from realtime_site.gateway.runners import get_pool
+from realtime_site.usage.dashboard import RECORDS_PERMISSION
 from realtime_site.usage.metrics import REGISTRY, RUNNER_UP
 
 
@@ -21,8 +23,9 @@ def _bearer_ok(request: HttpRequest) -> bool:
 async def metrics(request: HttpRequest) -> HttpResponse:
     if not _bearer_ok(request):
         user = await request.auser()
-        if not (user.is_authenticated and user.is_staff):
-            return HttpResponse("staff or the metrics bearer token only\n", status=403, content_type="text/plain")
+        if not (user.is_authenticated and user.is_staff and await user.ahas_perm(RECORDS_PERMISSION)):
+            refusal = f"the metrics bearer token, or staff with the {RECORDS_PERMISSION} permission, only\n"
+            return HttpResponse(refusal, status=403, content_type="text/plain")
     pool = get_pool()
     await pool.ready()
     for runner in pool.runners:
