@@ -471,10 +471,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self._finish(code)
 
     async def shutdown(self) -> None:
-        """The server is stopping: write the usage record, then tell the client (1001)."""
+        """The server is stopping: tell the client (1001) while the reactor can still deliver it, then
+        write the usage record."""
+        if not lifecycle.send_going_away(self.scope):
+            with contextlib.suppress(Exception):
+                await self.close(1000)
         await self._finish(1001)
-        with contextlib.suppress(Exception):
-            await self.close(1001)
 
     async def _finish(self, close_code: int) -> None:
         if self.finished:

@@ -18,7 +18,7 @@ import logging
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["install", "register"]
+__all__ = ["install", "register", "send_going_away"]
 
 log = logging.getLogger("realtime_site.gateway")
 
@@ -29,6 +29,7 @@ class Closable(Protocol):
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
+CLOSE_FLUSH_SECONDS = 0.2
 
 
 def register(consumer: Closable) -> None:
@@ -48,35 +49,55 @@ async def close_all() -> None:
 
 
 def _kill_all_applications(server: Any) -> Any:
-    """daphne.server.Server.kill_all_applications, skipping connections whose app already ended."""
+    """daphne.server.Server.kill_all_applications (its "before shutdown" trigger), mended: first every
+    realtime connection is closed with 1001 and its usage written, while the reactor still runs to
+    deliver the close frames; then the applications still running are cancelled, skipping
+    connections whose application already ended."""
     from twisted.internet import defer
 
+    waiter = defer.Deferred.fromFuture(asyncio.ensure_future(_close_then_cancel(server)))
+    waiter.addErrback(lambda failure: log.error("shutdown: %s", failure.getErrorMessage()))
+    return waiter
+
+
+async def _close_then_cancel(server: Any) -> None:
+    await close_all()
+    await asyncio.sleep(CLOSE_FLUSH_SECONDS)  # lets the reactor write the close frames out
     pending = []
-    for details in server.connections.values():
+    for details in list(server.connections.values()):
         instance = details.get("application_instance")
         if instance is not None and not instance.done():
             instance.cancel()
             pending.append(instance)
-    waiter = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
-    waiter.addErrback(lambda _: None)
-    return waiter
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def install() -> None:
-    """Register the shutdown trigger (once per process); harmless where the reactor never runs."""
+    """Mend daphne (once per process): its shutdown trigger, the scope, protocol-error closes."""
     global _installed
     if _installed:
         return
     _installed = True
     import daphne.server
-    from twisted.internet import defer, reactor
 
     daphne.server.Server.kill_all_applications = _kill_all_applications
     _pass_protocol_in_scope(daphne.server.Server)
     _close_cleanly_on_protocol_errors()
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(close_all()))
-    )
+
+
+def send_going_away(scope: dict[str, Any]) -> bool:
+    """Close with 1001 (going away). ASGI's websocket.close cannot: autobahn's application API only
+    takes 1000 and 3000-4999, so the close frame is sent through the protocol itself."""
+    from realtime_site.gateway.backpressure import SCOPE_KEY
+
+    protocol = scope.get(SCOPE_KEY)
+    if protocol is None or getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
+        return False
+    try:
+        protocol.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down", isReply=False)
+    except Exception:  # the connection is going anyway
+        return False
+    return True
 
 
 def _pass_protocol_in_scope(server_class: Any) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fal_client.client import RealtimeError
 from PIL import Image
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import drawing, encode
 from tests.gateway.stack import GatewayStack, start_stack
@@ -134,7 +135,7 @@ def _connections(port: int) -> int:
     return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["connections"]
 
 
-async def test_usage_is_written_when_daphne_stops(tmp_path: Path) -> None:
+async def test_usage_is_written_and_clients_get_1001_when_daphne_stops(tmp_path: Path) -> None:
     stack = start_stack(tmp_path, [["--apps", "local/echo"]], {"USAGE_FLUSH_INTERVAL": "3600"})
     try:
         key = add_user(stack)
@@ -142,8 +143,11 @@ async def test_usage_is_written_when_daphne_stops(tmp_path: Path) -> None:
         for rid in range(5):
             await ws.send(pack(prompt="x", image_bytes=DRAWING, width=256, height=256, request_id=rid))
             assert (await recv_result(ws))["request_id"] == rid
-        assert await asyncio.to_thread(stack.stop_gateway) == 0
-        await ws.close()
+        stopping = asyncio.create_task(asyncio.to_thread(stack.stop_gateway))
+        with pytest.raises(ConnectionClosed):
+            await recv(ws)
+        assert (ws.close_code, ws.close_reason) == (1001, "server shutting down")
+        assert await stopping == 0
         records = stack.query(
             "list(__import__('realtime_site.usage.models', fromlist=['x']).ConnectionRecord.objects"
             ".values('frames_in', 'results_out', 'close_code', 'ended_at'))"
