@@ -15,10 +15,11 @@ django_application = get_asgi_application()  # set Django up before importing co
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
-from realtime_site.gateway import lifecycle  # noqa: E402
+from realtime_site.gateway import checks, lifecycle  # noqa: E402
 from realtime_site.gateway.routing import websocket_urlpatterns  # noqa: E402
 
 lifecycle.install()
+checks.refuse_to_start_when_broken()
 
 application = ProtocolTypeRouter(
     {

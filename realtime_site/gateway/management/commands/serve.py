@@ -31,6 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--apps", default=None, help="the runner's --apps (default: its catalogue)")
 
     def handle(self, *args, host: str, port: int, runner_port: int, apps: str | None, **options) -> None:
+        call_command("check")  # a missing front-end install stops here, naming the command that fixes it
         call_command("migrate", verbosity=0, interactive=False)
         call_command("collectstatic", verbosity=0, interactive=False)
         login = ensure_demo_user()
