@@ -147,6 +147,7 @@ class UsageRecorder:
         self._writer: asyncio.Task[None] | None = None
         self.rollups = Rollups()
         self.lost = 0  # records dropped because the backlog was full
+        self._away = False  # the last round found the database away
         self.set_aside: collections.deque[tuple[Usage, str]] = collections.deque(maxlen=SET_ASIDE_LIMIT)
 
     # -- API for consumers ----------------------------------------------------------------------
@@ -288,21 +289,25 @@ class UsageRecorder:
         result: RoundResult = await database_sync_to_async(write_round)(
             new, changed, [m.as_dict(GATEWAY_NAME, json=False) for m in minutes]
         )
-        if result.one_by_one:
-            outcomes = Counter(outcome for outcome, _ in [*result.rows.values(), *result.minutes])
-            if set(outcomes) == {Outcome.AWAY}:
-                error = next(e for _, e in [*result.rows.values(), *result.minutes])
-                log.warning("usage write failed, the database is away (%s); %d records kept", error, len(rows))
-            else:
-                log.warning(
-                    "usage write of %d records failed; one by one: %s",
-                    len(rows),
-                    {o.value: n for o, n in outcomes.items()},
-                )
         for record_id, (outcome, error) in result.rows.items():
             self._settle(batch[record_id], versions[record_id], outcome, error)
         for stats, (outcome, error) in zip(minutes, result.minutes, strict=True):
             self._settle_minute(stats, outcome, error)
+        self._report(result, len(rows))
+
+    def _report(self, result: RoundResult, rows: int) -> None:
+        """Log the database going away once, and its coming back; rows written one by one each time."""
+        outcomes = Counter(outcome for outcome, _ in [*result.rows.values(), *result.minutes])
+        away = bool(outcomes) and set(outcomes) == {Outcome.AWAY}
+        if away and not self._away:
+            error = next(e for _, e in [*result.rows.values(), *result.minutes])
+            log.warning("usage: the database is away (%s); records wait in memory meanwhile", error)
+        elif self._away and not away:
+            log.warning("usage: the database answers again (%d records still wait)", len(self._backlog))
+        elif result.one_by_one and not away:
+            counts = {outcome.value: n for outcome, n in outcomes.items()}
+            log.warning("usage write of %d records failed; written one by one: %s", rows, counts)
+        self._away = away
 
     def _settle(self, usage: Usage, version: tuple[Any, ...], outcome: Outcome, error: str) -> None:
         if outcome is Outcome.WRITTEN:

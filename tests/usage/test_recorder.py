@@ -217,8 +217,9 @@ async def test_records_wait_while_the_database_is_away_then_are_written(user, fa
     assert rec.backlog() == 0 and sample("realtime_usage_backlog_records") == 0
 
 
-async def test_records_failing_while_the_database_answers_are_retried_then_set_aside(user, fault) -> None:
+async def test_records_failing_while_the_database_answers_are_retried_then_set_aside(user, fault, settings) -> None:
     await fault.install()
+    settings.USAGE_FLUSH_INTERVAL = 3600  # rounds only when the test asks
     rec = UsageRecorder()
     stuck = usage_for(user)
     fault.poison = {stuck.id.hex, str(stuck.id)}  # its statements fail as a held lock would; the others pass
@@ -230,6 +231,7 @@ async def test_records_failing_while_the_database_answers_are_retried_then_set_a
         rec.open(usage)
         await rec.flush()  # the stuck one is tried again each time
         assert await ConnectionRecord.objects.filter(pk=usage.id).aexists()  # never blocked
+        assert bool(rec.set_aside) == (n == recorder_module.MAX_RETRIES - 1)  # kept until the last try
     assert [u.id for u, _ in rec.set_aside] == [stuck.id] and "locked" in rec.set_aside[0][1]
     assert await ConnectionRecord.objects.acount() == len(others)
 
