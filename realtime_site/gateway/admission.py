@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.http.request import split_domain_port, validate_host
 
+from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_header
 from realtime_site.accounts.tokens import TokenRefused, app_allowed, check_token
 from realtime_site.protocol import ErrorCode, ValidationError, parse_app_path, parse_max_buffering
@@ -48,6 +49,7 @@ class Admission:
     max_buffering: int
     timings: bool
     api_key_id: int | None = None
+    key_id: str = ""  # the API key's public id
     token_id: str | None = None
 
     @property
@@ -148,20 +150,28 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admis
     }
     token = query.get("fal_jwt_token", [None])[-1]
     authorization = _header(scope, b"authorization")
+    address = str((scope.get("client") or ("",))[0])  # the proxy's client with daphne's --proxy-headers
+    if token is not None or authorization is not None:
+        wait = failures.blocked(address)
+        if wait is not None:  # refused before the credential is even looked at
+            raise Refused(ErrorCode.RATE_LIMITED, failures.describe(wait), CloseCode.TOO_MANY)
     if token is not None:
         try:
             grant, record = check_token(token, alias)
         except TokenRefused as exc:
+            if not exc.forbidden:  # a valid token for another app guesses nothing
+                failures.record(address)
             raise (_forbidden(exc.reason) if exc.forbidden else _unauthorized(exc.reason)) from None
         return Admission(record.user, auth_method=AuthMethod.JWT, token_id=grant.jti, **common)
     if authorization is not None:
         try:
             key = authenticate_key(*parse_key_header(authorization))
         except KeyRefused as exc:
+            failures.record(address)
             raise _unauthorized(str(exc)) from None
         if not app_allowed(key.user, alias):
             raise _forbidden(f"not allowed to use app {app_id!r}")
-        return Admission(key.user, auth_method=AuthMethod.API_KEY, api_key_id=key.pk, **common)
+        return Admission(key.user, auth_method=AuthMethod.API_KEY, api_key_id=key.pk, key_id=key.key_id, **common)
     if session_user is not None:
         origin = _header(scope, b"origin")
         if not origin_allowed(origin, scope):

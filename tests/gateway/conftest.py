@@ -11,6 +11,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 
+from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import create_api_key
 from realtime_site.asgi import application
 from realtime_site.gateway import runners
@@ -27,6 +28,7 @@ def pool(shared_runner: RunnerProcess) -> Iterator[runners.RunnerPool]:
     yield runners._pool
     runners._pool = None
     limiter._users.clear()
+    failures.clear()
 
 
 @pytest.fixture
@@ -39,8 +41,12 @@ def api_key(user) -> str:
     return create_api_key(user)[1]
 
 
-def communicator(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketCommunicator:
-    return WebsocketCommunicator(application, path, headers=headers or [])
+def communicator(
+    path: str, headers: list[tuple[bytes, bytes]] | None = None, *, client: str = "127.0.0.1"
+) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(application, path, headers=headers or [])
+    comm.scope["client"] = (client, 50000)
+    return comm
 
 
 def frame(**fields: Any) -> bytes:

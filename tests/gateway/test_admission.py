@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 ECHO = "/local/echo/realtime"
 
 
-async def expect_refusal(path: str, headers=None) -> tuple[dict, int]:
-    comm = communicator(path, headers)
+async def expect_refusal(path: str, headers=None, *, client: str = "127.0.0.1") -> tuple[dict, int]:
+    comm = communicator(path, headers, client=client)
     connected, _ = await comm.connect(timeout=20)
     assert connected  # refusals are accepted, told, then closed
     error = await receive(comm)
@@ -132,8 +132,8 @@ async def test_too_many_connections(user, api_key: str) -> None:
     await first.disconnect()
 
 
-async def admitted_round_trip(path: str, headers=None) -> dict:
-    comm = communicator(path, headers)
+async def admitted_round_trip(path: str, headers=None, *, client: str = "127.0.0.1") -> dict:
+    comm = communicator(path, headers, client=client)
     assert (await comm.connect(timeout=20))[0]
     await comm.send_to(bytes_data=frame(request_id="r1"))
     result = await receive(comm)
@@ -194,3 +194,22 @@ async def test_inactive_users_key_is_refused(user, api_key: str) -> None:
     await get_user_model().objects.filter(pk=user.pk).aupdate(is_active=False)
     error, code = await expect_refusal(ECHO, [(b"authorization", f"Key {api_key}".encode())])
     assert code == 4401 and "inactive" in error["reason"]
+
+
+async def test_failed_credentials_from_one_address_are_throttled(user, api_key: str, settings) -> None:
+    settings.REALTIME_CREDENTIAL_FAILURES = 3
+    key_id = api_key.split(":")[0]
+    guesses = [
+        [(b"authorization", f"Key {key_id}:wrong-secret".encode())],
+        [(b"authorization", b"Key nobody:nothing")],
+    ]
+    for headers in [*guesses, guesses[0]]:
+        error, code = await expect_refusal(ECHO, headers, client="203.0.113.9")
+        assert code == 4401
+    for path in (ECHO, f"{ECHO}?fal_jwt_token={forged()}"):  # now even a good key, and any token, wait
+        headers = [(b"authorization", f"Key {api_key}".encode())] if path == ECHO else []
+        error, code = await expect_refusal(path, headers, client="203.0.113.9")
+        assert (error["error"], code) == ("RATE_LIMITED", 4429) and "try again in" in error["reason"]
+    # Another address is not affected.
+    good = [(b"authorization", f"Key {api_key}".encode())]
+    assert (await admitted_round_trip(ECHO, good, client="198.51.100.7"))["request_id"] == "r1"
