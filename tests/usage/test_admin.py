@@ -189,3 +189,20 @@ def test_metrics_for_staff_or_the_bearer_token(client, staff, user, settings) ->
     assert response.status_code == 200 and b"realtime_runner_up" in response.content
     client.force_login(staff)
     assert client.get("/metrics").status_code == 200
+
+
+def test_connection_admin_lists_records_of_deleted_users(client, staff, workload, user) -> None:
+    user.delete()  # keys and tokens go with it; the records stay
+    assert ConnectionRecord.objects.filter(username="uma").count() == 2
+    client.force_login(staff)
+    for query in ({}, {"q": "uma"}, {"username": "uma"}, {"q": workload[0].key_id}, {"o": "2"}):
+        page = client.get("/admin/usage/connectionrecord/", query)
+        assert page.status_code == 200 and b"uma" in page.content, query
+    assert client.get(f"/admin/usage/connectionrecord/{workload[0].pk}/change/").status_code == 200
+    anonymous = ConnectionRecord.objects.create(
+        user_id=424242, app="local/echo", auth_method="jwt", started_at=timezone.now(), token_id="gone"
+    )
+    assert b"user #424242" in client.get("/admin/usage/connectionrecord/").content
+    assert client.get(f"/admin/usage/connectionrecord/{anonymous.pk}/change/").status_code == 200
+    data = client.get("/admin/dashboard/data").json()
+    assert {row["username"] for row in data["top_users"]} == {"uma", "user #424242"}
