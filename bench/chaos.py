@@ -828,6 +828,8 @@ def stack_env(var_dir: str, runner: Child, database: str | None) -> dict[str, st
         "REALTIME_FRAMES_PER_MINUTE": str(FRAMES_PER_MINUTE),
         "REALTIME_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         "REALTIME_MAX_FRAME_BYTES": str(FRAME_CAP),
+        "REALTIME_CONNECTS_PER_SECOND": "20",  # the defaults: a storm is refused before admission
+        "REALTIME_CONNECT_BURST": "60",
     }
     if database is not None:
         env.update(REDIS_URL=REDIS_URL, DATABASE_URL=DATABASE_URL.format(database))

@@ -136,6 +136,7 @@ def gateway_env(var_dir: str, runner_port: int) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "realtime_site.settings",
         "REALTIME_FRAMES_PER_MINUTE": "1000000",
         "REALTIME_MAX_CONNECTIONS": "100000",
+        "REALTIME_CONNECTS_PER_SECOND": "0",  # every session comes from 127.0.0.1
     }
 
 

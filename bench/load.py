@@ -383,6 +383,7 @@ def cluster_env(var_dir: str, runners: list[Child], database: str) -> dict[str, 
         "DATABASE_URL": DATABASE_URL.format(database),
         "REALTIME_FRAMES_PER_MINUTE": "1000000",
         "REALTIME_MAX_CONNECTIONS": "100000",
+        "REALTIME_CONNECTS_PER_SECOND": "0",  # every session comes from 127.0.0.1
     }
 
 

@@ -92,6 +92,10 @@ REALTIME_LIMITS_PREFIX = os.environ.get("REALTIME_LIMITS_PREFIX", "realtime:limi
 # Origins whose pages may open WebSockets with the session cookie. Default: the allowed hosts,
 # over http and https, on any port of the run command (http://localhost:8000 ...).
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", "")
+# New connections per client address and second (a token bucket with this burst), refused before any
+# database work: a connect storm from one address costs handshakes only. 0: off.
+REALTIME_CONNECTS_PER_SECOND = float(os.environ.get("REALTIME_CONNECTS_PER_SECOND", "20"))
+REALTIME_CONNECT_BURST = float(os.environ.get("REALTIME_CONNECT_BURST", "60"))
 # A client whose results wait unread this long is closed (4408); while it lags, only its newest
 # max_buffering results are kept.
 REALTIME_STALLED_CLIENT_SECONDS = float(os.environ.get("REALTIME_STALLED_CLIENT_SECONDS", "20"))

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -30,10 +31,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from realtime_site.gateway import lifecycle
 from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials
 from realtime_site.gateway.backpressure import ResultOutbox
+from realtime_site.gateway.connect_rate import ConnectRate
 from realtime_site.gateway.groups import key_group, token_group, user_group
 from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
-from realtime_site.protocol import ErrorCode, error_message
+from realtime_site.protocol import ErrorCode, error_message, parse_app_path
 from realtime_site.usage import metrics
 from realtime_site.usage.recorder import GATEWAY_NAME, Usage, recorder
 
@@ -49,6 +51,22 @@ SESSION_END_ERRORS = {
     1009: (ErrorCode.PAYLOAD_TOO_LARGE, "the runner closed this session: a frame was too large (1009)"),
     1011: (ErrorCode.INTERNAL_ERROR, "the runner closed this session after an internal error (1011)"),
 }
+
+
+def _admit_with_limits(scope: dict[str, Any], session_user: Any) -> tuple[Admission, EffectiveLimits]:
+    """Admission and the user's limits in one trip to the database thread."""
+    admission = admit(scope, session_user)
+    return admission, load_limits(admission.user.pk)
+
+
+_connect_rate: ConnectRate | None = None
+
+
+def connect_rate() -> ConnectRate:
+    global _connect_rate
+    if _connect_rate is None:
+        _connect_rate = ConnectRate(settings.REALTIME_CONNECTS_PER_SECOND, settings.REALTIME_CONNECT_BURST)
+    return _connect_rate
 
 
 class ClientGone(Exception):
@@ -153,22 +171,35 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self._open_upstream()
 
     async def _admit(self) -> None:
+        """Cheap refusals first (address rate, path grammar, the app catalog), then the database."""
+        address = str((self.scope.get("client") or ("",))[0])
+        wait = connect_rate().take(address)
+        if wait is not None:
+            per_second = settings.REALTIME_CONNECTS_PER_SECOND
+            reason = f"too many new connections from your address (at most {per_second:g} a second)"
+            raise Refused(ErrorCode.RATE_LIMITED, f"{reason}; try again in {math.ceil(wait)} s", CloseCode.TOO_MANY)
+        try:
+            app_id, sub_path = parse_app_path(self.scope["path"])
+        except ValueError as exc:
+            raise Refused(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
+        pool = get_pool()
+        await pool.ready()
+        try:
+            pool.known_path(app_id, sub_path)
+        except NoRunner as exc:
+            close_code = CloseCode.UNAVAILABLE if exc.code is ErrorCode.RUNNER_UNAVAILABLE else CloseCode.NOT_FOUND
+            raise Refused(exc.code, exc.reason, close_code) from None
         session_user = None
         if not has_credentials(self.scope) and "session" in self.scope:
             user = await get_user(self.scope)
             session_user = user if user.is_authenticated else None
-        admission = await database_sync_to_async(admit)(self.scope, session_user)
-        pool = get_pool()
-        await pool.ready()
+        admission, limits = await database_sync_to_async(_admit_with_limits)(self.scope, session_user)
         try:
-            pool.known_path(admission.app_id, admission.sub_path)
             pool.choose(admission.app_id)
         except NoRunner as exc:
             if exc.code is ErrorCode.APP_UNAVAILABLE:
-                close_code = CloseCode.UNAVAILABLE if exc.known else CloseCode.NOT_FOUND
-                raise Refused(exc.code, exc.reason, close_code) from None
-            # RUNNER_UNAVAILABLE: admitted all the same; the first input tries again.
-        limits = await database_sync_to_async(load_limits)(admission.user.pk)
+                raise Refused(exc.code, exc.reason, CloseCode.UNAVAILABLE) from None
+            # RUNNER_UNAVAILABLE: a known app with no runner up now; the first input tries again.
         over = limiter.connect(admission.user.pk, limits)
         if over is not None:
             raise Refused(ErrorCode.RATE_LIMITED, over, CloseCode.TOO_MANY)

@@ -213,3 +213,17 @@ async def test_failed_credentials_from_one_address_are_throttled(user, api_key: 
     # Another address is not affected.
     good = [(b"authorization", f"Key {api_key}".encode())]
     assert (await admitted_round_trip(ECHO, good, client="198.51.100.7"))["request_id"] == "r1"
+
+
+async def test_a_connect_storm_from_one_address_is_refused_before_admission(user, api_key: str, settings) -> None:
+    from realtime_site.gateway import consumer
+
+    settings.REALTIME_CONNECTS_PER_SECOND, settings.REALTIME_CONNECT_BURST = 0.01, 3
+    consumer._connect_rate = None
+    for _ in range(3):  # the burst: these reach admission (and are refused there: a bad key)
+        _, code = await expect_refusal(ECHO, [(b"authorization", b"Key nobody:nothing")], client="192.0.2.1")
+        assert code == 4401
+    good = [(b"authorization", f"Key {api_key}".encode())]
+    error, code = await expect_refusal(ECHO, good, client="192.0.2.1")
+    assert (error["error"], code) == ("RATE_LIMITED", 4429) and "new connections from your address" in error["reason"]
+    assert (await admitted_round_trip(ECHO, good, client="192.0.2.2"))["request_id"] == "r1"
