@@ -17,11 +17,12 @@ from django.http.request import split_domain_port, validate_host
 
 from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_header
+from realtime_site.accounts.models import ApiKey, IssuedToken
 from realtime_site.accounts.tokens import TokenRefused, app_allowed, check_token
 from realtime_site.protocol import ErrorCode, ValidationError, parse_app_path, parse_max_buffering
 from realtime_site.usage.models import AuthMethod
 
-__all__ = ["Admission", "CloseCode", "Refused", "admit", "has_credentials", "origin_allowed"]
+__all__ = ["Admission", "CloseCode", "Refused", "admit", "has_credentials", "origin_allowed", "revoked_since"]
 
 
 class CloseCode:
@@ -180,3 +181,25 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admis
             raise _forbidden(f"not allowed to use app {app_id!r}")
         return Admission(session_user, auth_method=AuthMethod.SESSION, **common)
     raise _unauthorized("no credentials: send fal_jwt_token, an Authorization: Key header, or log in")
+
+
+def revoked_since(admission: Admission) -> str | None:
+    """Why the credential admitted a moment ago no longer holds, or None (sync; one small read).
+
+    Asked once more after the connection has joined its staff groups: a revocation committed
+    between the first check and the join sent its close to groups this connection was not in yet.
+    """
+    from django.contrib.auth import get_user_model
+
+    if not get_user_model().objects.filter(pk=admission.user.pk, is_active=True).exists():
+        return "the user was deactivated or deleted"
+    keys = ApiKey.objects.filter(pk=admission.api_key_id, revoked_at__isnull=True)
+    if admission.api_key_id is not None and not keys.exists():
+        return "this API key was revoked"
+    if admission.token_id is not None:
+        live = IssuedToken.objects.filter(jti=admission.token_id, revoked_at__isnull=True).exclude(
+            api_key__revoked_at__isnull=False
+        )
+        if not live.exists():
+            return "this token was revoked"
+    return None

@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime_site.gateway import lifecycle
-from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials
+from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials, revoked_since
 from realtime_site.gateway.backpressure import ResultOutbox
 from realtime_site.gateway.connect_rate import ConnectRate
 from realtime_site.gateway.groups import key_group, token_group, user_group
@@ -236,6 +236,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             on_stall=self._client_stalled,
         )
         await self._join_groups(admission)
+        revoked = await database_sync_to_async(revoked_since)(admission)
+        if revoked is not None:  # revoked while this connection was being admitted
+            raise Refused(ErrorCode.UNAUTHORIZED, revoked, CloseCode.UNAUTHORIZED)
         log.info("admitted: user=%s app=%s auth=%s", admission.user.pk, admission.app_id, admission.auth_method)
 
     # -- client -> runner ---------------------------------------------------------------------

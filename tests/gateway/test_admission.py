@@ -227,3 +227,24 @@ async def test_a_connect_storm_from_one_address_is_refused_before_admission(user
     error, code = await expect_refusal(ECHO, good, client="192.0.2.1")
     assert (error["error"], code) == ("RATE_LIMITED", 4429) and "new connections from your address" in error["reason"]
     assert (await admitted_round_trip(ECHO, good, client="192.0.2.2"))["request_id"] == "r1"
+
+
+async def test_a_revocation_during_admission_is_caught_after_the_group_join(user, api_key: str) -> None:
+    """A revocation committed between admission's check and the staff-group join sends its close
+    to groups the connection is not in yet: the second look (``revoked_since``) catches it."""
+    from realtime_site.gateway.admission import admit, revoked_since
+
+    token = await token_for(user)
+    scopes = {
+        "key": {"path": ECHO, "query_string": b"", "headers": [(b"authorization", f"Key {api_key}".encode())]},
+        "token": {"path": ECHO, "query_string": f"fal_jwt_token={token}".encode(), "headers": []},
+    }
+    admitted = {name: await sync_to_async(admit)(scope, None) for name, scope in scopes.items()}
+    assert [await sync_to_async(revoked_since)(a) for a in admitted.values()] == [None, None]
+    # Bulk updates send no signal, as a revocation racing the join would not reach this connection.
+    await ApiKey.objects.filter(key_id=api_key.split(":")[0]).aupdate(revoked_at=timezone.now())
+    assert await sync_to_async(revoked_since)(admitted["key"]) == "this API key was revoked"
+    await IssuedToken.objects.all().aupdate(revoked_at=timezone.now())
+    assert await sync_to_async(revoked_since)(admitted["token"]) == "this token was revoked"
+    await get_user_model().objects.filter(pk=user.pk).aupdate(is_active=False)
+    assert "deactivated" in await sync_to_async(revoked_since)(admitted["key"])
