@@ -182,8 +182,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A database that stops answering must not hang the usage writer (or shutdown) for minutes.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(connect_timeout=5, options="-c statement_timeout=15000")
+    # A database that is unreachable must not hang the usage writer (or shutdown) for minutes.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
