@@ -22,6 +22,7 @@ MARK = "\x1e"
 _LOOP = r"""
 import json, sys
 from datetime import datetime, timedelta
+from django.db import close_old_connections
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from realtime_site.accounts.keys import create_api_key
@@ -31,6 +32,7 @@ ns = dict(globals())
 ns["User"] = get_user_model()
 for line in sys.stdin:
     code = json.loads(line)
+    close_old_connections()  # a connection broken by a fault is replaced, not reused
     try:
         try:
             compiled, statement = compile(code, "<case>", "eval"), False
@@ -50,11 +52,12 @@ class ShellError(RuntimeError):
 
 
 class DjangoShell:
-    def __init__(self, stack: GatewayStack):
+    def __init__(self, stack: GatewayStack, env: dict[str, str] | None = None):
+        """``env`` overrides the stack's (the tests' observer may reach the database directly)."""
         self._process = subprocess.Popen(
             [sys.executable, "manage.py", "shell", "-v", "0", "-c", _LOOP],
             cwd=ROOT,
-            env=stack.env,
+            env={**stack.env, **(env or {})},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
