@@ -31,7 +31,7 @@ __all__ = [
 
 ECHO = "/local/echo/realtime"
 REPLY_TIMEOUT = 10.0
-FIRST_MESSAGE_TIMEOUT = 5.0  # a refusal comes at once; an admitted connection says nothing
+FIRST_MESSAGE_TIMEOUT = 3.0  # a refusal comes at once; an admitted connection says nothing
 Attack = Callable[[Harness], Any]
 
 

@@ -305,7 +305,7 @@ def revoked_while_redis_away(user: str = "unheard") -> Attack:
                     outcome.problems.append(f"a new connection with the revoked key got {fresh.close}")
             finally:
                 await asyncio.to_thread(redis.restore)
-            await read_until_closed(ws, outcome, timeout=30)
+            await read_until_closed(ws, outcome, timeout=15)
         return outcome
 
     return attack

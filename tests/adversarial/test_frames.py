@@ -74,7 +74,7 @@ WHOLE_FRAMES = [
     Case("msgpack-str-declaring-4-gb", sends(b"\x81\xa6prompt\xdb\xff\xff\xff\xff" + b"x" * 20), invalid("frame")),
     Case("msgpack-extension-type", sends(packed(msgpack.ExtType(5, b"x"))), invalid("frame")),
     Case("msgpack-malformed-timestamp", sends(b"\x81\xa6prompt\xd6\xff\x00\x01"), invalid("frame")),
-    Case("msgpack-integer-keys", sends(packed({1: 2, 3: JPEG})), invalid("prompt")),
+    Case("msgpack-integer-keys", sends(packed({1: 2, 3: JPEG})), invalid(r"key|prompt")),
     Case("msgpack-array", sends(packed([1, 2])), NOT_A_MAP),
     Case("msgpack-integer", sends(packed(42)), NOT_A_MAP),
     Case("msgpack-nil", sends(packed(None)), NOT_A_MAP),
