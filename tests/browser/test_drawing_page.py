@@ -270,6 +270,8 @@ def test_picture_webcam_fill_clear_and_download(browser: Browser, stack: Gateway
     page.get_by_test_id("prompt-input").fill("Fire & Ice!")
     page.fill("#seed", "7")
     shown = next_result(page, shown)
+    # Under load the next result may still answer an input sent before the seed changed: wait for seed 7's.
+    page.wait_for_function("() => document.querySelector('#download').download.endsWith('-7.jpg')", timeout=20_000)
     with page.expect_download() as download:
         page.click("#download")
     assert download.value.suggested_filename == "fire-ice-7.jpg"
