@@ -485,6 +485,7 @@ class Attack:
     base: str
     key: str  # the attacker's Authorization header
     frame: bytes  # a well-formed frame, for the kinds that send one
+    address: str = "127.0.0.1"  # the attacker's own loopback source address, as separate hosts would be
     slices: int = 0
     actions: int = 0
     connects: int = 0
@@ -550,7 +551,7 @@ async def open_ws(attack: Attack, url: str, headers: dict[str, str], **options: 
     """A connection, or the label of why there is none."""
     attack.connects += 1
     try:
-        return await connect(url, headers, **options)
+        return await connect(url, headers, local_addr=(attack.address, 0), **options)
     except InvalidStatus as exc:
         return f"http {exc.response.status_code}"
     except InvalidHandshake as exc:
@@ -767,7 +768,9 @@ async def hostile_worker(base: str, keys: dict[str, str], slices: list[Slice], l
     kinds = hostile_kinds(side)
     if tuple(kinds) != KINDS:
         raise RuntimeError(f"KINDS {KINDS} is not the order of hostile_kinds() {tuple(kinds)}")
-    attacks = {kind: Attack(kind, base, keys[kind], frame) for kind in kinds}
+    # Each kind from an address of its own (127.0.0.10, .11, ...): per-address defences then meet the
+    # attacker, not the well-behaved sessions on 127.0.0.1, as on the internet.
+    attacks = {kind: Attack(kind, base, keys[kind], frame, address=f"127.0.0.{10 + n}") for n, kind in enumerate(kinds)}
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     start = time.perf_counter()
