@@ -374,6 +374,8 @@ def named_problems(outcome: Outcome, expect: Expect) -> list[str]:
         problems.append("the connection did not answer a good frame afterwards")
     if expect.result and not outcome.results:
         problems.append("the input got no result")
+    if expect.status is None and outcome.status is not None and outcome.status != 101:
+        problems.append(f"answered HTTP {outcome.status} instead: {outcome.body[:200]!r}")
     if expect.status is not None:
         if outcome.status not in _allowed(expect.status):
             problems.append(f"expected HTTP {expect.status}, got {outcome.status}: {outcome.body[:200]!r}")
