@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -22,7 +22,17 @@ from realtime_site.accounts.tokens import TokenRefused, app_allowed, check_token
 from realtime_site.protocol import ErrorCode, ValidationError, parse_app_path, parse_max_buffering
 from realtime_site.usage.models import AuthMethod
 
-__all__ = ["Admission", "CloseCode", "Refused", "admit", "has_credentials", "origin_allowed", "revoked_since"]
+__all__ = [
+    "Admission",
+    "CloseCode",
+    "Refused",
+    "admit",
+    "app_path_of",
+    "has_credentials",
+    "origin_allowed",
+    "revoked_since",
+    "session_query",
+]
 
 
 class CloseCode:
@@ -56,6 +66,32 @@ class Admission:
     @property
     def alias(self) -> str:
         return self.app_id.split("/", 1)[1]
+
+
+# The query parameters a session reads; each may be given once (an empty value is a value).
+SESSION_PARAMETERS = ("fal_jwt_token", "max_buffering", "timings")
+
+
+def app_path_of(scope: dict[str, Any]) -> tuple[str, str]:
+    """The app id and sub-path, from the path as it was sent (``raw_path``): a percent-encoded
+    ``/`` or anything else encoded is refused, never decoded into a different path."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"]
+    try:
+        return parse_app_path(path)
+    except ValueError as exc:
+        raise Refused(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
+
+
+def session_query(scope: dict[str, Any]) -> dict[str, str]:
+    """The session's query parameters; a repeated one is refused (which of two tokens would count?)."""
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        if name in SESSION_PARAMETERS and name in query:
+            raise Refused(ErrorCode.VALIDATION_ERROR, f"{name}: given more than once", CloseCode.BAD_REQUEST)
+        query.setdefault(name, value)
+    return query
 
 
 def has_credentials(scope: dict[str, Any]) -> bool:
@@ -133,23 +169,20 @@ def _forbidden(reason: str) -> Refused:
 
 def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admission:
     """Admit or refuse (sync: runs in the database thread; at most a few indexed reads)."""
-    try:
-        app_id, sub_path = parse_app_path(scope["path"])
-    except ValueError as exc:
-        raise Refused(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
+    app_id, sub_path = app_path_of(scope)
     alias = app_id.split("/", 1)[1]
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    query = session_query(scope)
     try:
-        max_buffering = parse_max_buffering(query.get("max_buffering", [None])[-1])
+        max_buffering = parse_max_buffering(query.get("max_buffering"))
     except ValidationError as exc:
         raise Refused(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
     common = {
         "app_id": app_id,
         "sub_path": sub_path,
         "max_buffering": max_buffering,
-        "timings": query.get("timings", ["0"])[-1] in ("1", "true"),
+        "timings": query.get("timings", "0") in ("1", "true"),
     }
-    token = query.get("fal_jwt_token", [None])[-1]
+    token = query.get("fal_jwt_token")
     authorization = _header(scope, b"authorization")
     address = str((scope.get("client") or ("",))[0])  # the proxy's client with daphne's --proxy-headers
     if token is not None or authorization is not None:

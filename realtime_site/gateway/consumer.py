@@ -29,13 +29,22 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime_site.gateway import lifecycle
-from realtime_site.gateway.admission import Admission, CloseCode, Refused, admit, has_credentials, revoked_since
+from realtime_site.gateway.admission import (
+    Admission,
+    CloseCode,
+    Refused,
+    admit,
+    app_path_of,
+    has_credentials,
+    revoked_since,
+    session_query,
+)
 from realtime_site.gateway.backpressure import ResultOutbox
 from realtime_site.gateway.connect_rate import ConnectRate
 from realtime_site.gateway.groups import key_group, token_group, user_group
 from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
-from realtime_site.protocol import ErrorCode, error_message, parse_app_path
+from realtime_site.protocol import ErrorCode, error_message
 from realtime_site.usage import metrics
 from realtime_site.usage.recorder import GATEWAY_NAME, Usage, recorder
 
@@ -178,10 +187,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             per_second = settings.REALTIME_CONNECTS_PER_SECOND
             reason = f"too many new connections from your address (at most {per_second:g} a second)"
             raise Refused(ErrorCode.RATE_LIMITED, f"{reason}; try again in {math.ceil(wait)} s", CloseCode.TOO_MANY)
-        try:
-            app_id, sub_path = parse_app_path(self.scope["path"])
-        except ValueError as exc:
-            raise Refused(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
+        app_id, sub_path = app_path_of(self.scope)
+        session_query(self.scope)  # a repeated parameter is refused before the database too
         pool = get_pool()
         await pool.ready()
         try:
