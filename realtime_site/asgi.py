@@ -17,8 +17,10 @@ from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from realtime_site.gateway import checks, lifecycle  # noqa: E402
 from realtime_site.gateway.routing import websocket_urlpatterns  # noqa: E402
+from realtime_site.memory import return_large_buffers_to_the_os  # noqa: E402
 
 lifecycle.install()
+return_large_buffers_to_the_os()
 checks.refuse_to_start_when_broken()
 
 application = ProtocolTypeRouter(

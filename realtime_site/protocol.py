@@ -267,9 +267,17 @@ def request_id_of(frame: dict[str, Any]) -> str | int | None:
     rid = frame.get("request_id")
     if isinstance(rid, bool) or not isinstance(rid, (str, int)):
         return None
-    if isinstance(rid, str) and len(rid) > 200:
+    if isinstance(rid, str) and (len(rid) > 200 or (not rid.isascii() and not _encodable(rid))):
         return None
     return rid
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_request(frame: dict[str, Any], *, encoding: Encoding) -> ImageRequest:
@@ -292,11 +300,13 @@ def _parse(frame: dict[str, Any], encoding: Encoding, rid: str | int | None) -> 
         raise ValidationError("prompt", f"must be a string, got {type(prompt).__name__}")
     if not 1 <= len(prompt) <= PROMPT_MAX_CHARS:
         raise ValidationError("prompt", f"must be 1 to {PROMPT_MAX_CHARS} characters, got {len(prompt)}")
+    _unicode(prompt, "prompt")
     negative = frame.get("negative_prompt", "")
     if negative is None:
         negative = ""
     if not isinstance(negative, str) or len(negative) > PROMPT_MAX_CHARS:
         raise ValidationError("negative_prompt", f"must be a string of at most {PROMPT_MAX_CHARS} characters")
+    _unicode(negative, "negative_prompt")
     width, height = _parse_size(frame)
     output_format = frame.get("output_format", "jpeg")
     if output_format not in OUTPUT_FORMATS:
@@ -318,6 +328,14 @@ def _parse(frame: dict[str, Any], encoding: Encoding, rid: str | int | None) -> 
         output_format=output_format,
         request_id=rid,
     )
+
+
+def _unicode(text: str, field: str) -> None:
+    """JSON's ``\\ud800`` escapes give strings that no encoder takes back (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(field, f"holds an unpaired surrogate at character {exc.start}") from None
 
 
 def _parse_image(frame: dict[str, Any], encoding: Encoding) -> bytes:

@@ -206,3 +206,18 @@ def test_decode_frame_bounds_map_entries() -> None:
     with pytest.raises(ValidationError, match="frame"):
         decode_frame(msgpack.packb({f"k{i}": i for i in range(MAX_FRAME_KEYS + 1)}))
     assert len(decode_frame(msgpack.packb({f"k{i}": i for i in range(MAX_FRAME_KEYS)}))[0]) == MAX_FRAME_KEYS
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_parse_request_refuses_lone_surrogates(field: str) -> None:
+    text = json.dumps({"prompt": "ok", field: "a?b", "image_url": "data:image/png;base64,AA=="})
+    frame, encoding = decode_frame(text.replace("a?b", "a\\ud800b"))
+    with pytest.raises(ValidationError) as caught:
+        parse_request(frame, encoding=encoding)
+    assert caught.value.field == field and "surrogate" in caught.value.reason
+
+
+def test_return_large_buffers_to_the_os_on_glibc() -> None:
+    from realtime_site.memory import return_large_buffers_to_the_os
+
+    assert return_large_buffers_to_the_os() is True  # this machine's Python runs on glibc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -44,7 +45,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected keys and their tokens, and close their connections")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        count = revoke_keys(queryset)
+        try:
+            count = revoke_keys(queryset)
+        except (ValueError, ValidationError):  # a tampered selection: ids that are not ids
+            self.message_user(request, "The selection holds ids that are not key ids; nothing was revoked.", "error")
+            return
         self.message_user(
             request, f"Revoked {count} key(s) and the tokens they issued; their live connections were closed."
         )
@@ -63,7 +68,11 @@ class IssuedTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens and close their connections")
     def revoke(self, request: HttpRequest, queryset: QuerySet[IssuedToken]) -> None:
-        count = revoke_tokens(queryset)
+        try:
+            count = revoke_tokens(queryset)
+        except (ValueError, ValidationError):
+            self.message_user(request, "The selection holds ids that are not token ids; nothing was revoked.", "error")
+            return
         self.message_user(request, f"Revoked {count} token(s); their live connections were closed.")
 
 

@@ -25,6 +25,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -106,6 +107,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     runner: RunnerState | None = None
     reader: asyncio.Task[None] | None = None
     outbox: ResultOutbox | None = None
+    closed_with: int | None = None  # the code this side closed with, for the usage record
     closing = False
     finished = False
     slot_taken = False
@@ -141,6 +143,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     await self._add_to_groups()
                     rejoin, delay = False, 0.5
                     log.info("channel layer back; %s rejoined its groups", self.channel_name)
+                    await self._check_still_admitted()  # a revocation's close may have been lost meanwhile
                 await self.dispatch(await self.channel_layer.receive(self.channel_name))
             except asyncio.CancelledError:
                 raise
@@ -152,6 +155,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 rejoin = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _check_still_admitted(self) -> None:
+        admission = self.admission
+        if admission is None or self.closing:
+            return
+        try:
+            revoked = await database_sync_to_async(revoked_since)(admission)
+        except Exception as exc:  # the database away too: the next rejoin or reconnect decides
+            log.warning("could not re-check a credential after the layer came back (%s)", type(exc).__name__)
+            return
+        if revoked is not None:
+            await self._client_error(ErrorCode.UNAUTHORIZED, revoked)
+            await self._close(CloseCode.UNAUTHORIZED)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels would first close stale database connections in the database thread: one thread
@@ -169,15 +185,29 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._admit()
         except Refused as refusal:
             log.info("refused: %s (%s)", refusal.code.value, refusal.reason)
-            await self.send(text_data=error_message(refusal.code, refusal.reason))
-            await self.close(refusal.close_code)
+            await self._refuse(refusal.code, refusal.reason, refusal.close_code)
+            return
+        except (OperationalError, InterfaceError):
+            log.warning("admission failed: the database is unavailable")
+            await self._refuse(ErrorCode.INTERNAL_ERROR, "the database is unavailable; try again shortly", 4503)
             return
         except Exception:
             log.exception("admission failed")
-            await self.send(text_data=error_message(ErrorCode.INTERNAL_ERROR, "the server could not admit you"))
-            await self.close(1011)
+            await self._refuse(ErrorCode.INTERNAL_ERROR, "the server could not admit you (an internal error)", 1011)
             return
         await self._open_upstream()
+
+    async def _refuse(self, code: ErrorCode, reason: str, close_code: int) -> None:
+        self.closed_with = close_code
+        with contextlib.suppress(Exception):
+            await self.send(text_data=error_message(code, reason))
+            await self._close(close_code, reason)
+
+    async def _close(self, code: int, reason: str = "") -> None:
+        """Close with ``code``; the protocol-level codes (1001, 1009, 1011) go through the protocol."""
+        self.closed_with = self.closed_with or code
+        if (code == 1000 or 3000 <= code <= 4999) or not lifecycle.close_with_code(self.scope, code, reason):
+            await self.close(code if code == 1000 or 3000 <= code <= 4999 else 1000)
 
     async def _admit(self) -> None:
         """Cheap refusals first (address rate, path grammar, the app catalog), then the database."""
@@ -262,6 +292,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if size > settings.REALTIME_MAX_FRAME_BYTES:
             limit = settings.REALTIME_MAX_FRAME_BYTES
             await self._client_error(ErrorCode.PAYLOAD_TOO_LARGE, f"frame is {size} bytes; the limit is {limit} bytes")
+            if size > 2 * limit:  # as the runner does: far over the cap, the connection ends (1009)
+                await self._close(1009, "frame far over the size limit")
             return
         refusal = limiter.frame(admission.user.pk, limits)
         if refusal is not None:
@@ -418,10 +450,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         code = ws.close_code
         pool = get_pool()
         if last_error == ErrorCode.TIMEOUT.value:
-            await self.close(1000)  # the runner's idle timeout, already relayed
+            await self._close(1000)  # the runner's idle timeout, already relayed
             return
         if code in RUNNER_REFUSALS:
-            await self.close(code)  # the runner refused and said why
+            await self._close(code)  # the runner refused and said why
             return
         if code in (1001, CloseCode.UNAUTHORIZED):
             pool.mark_down(
@@ -473,7 +505,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         with contextlib.suppress(Exception):
             await self.send(text_data=error_message(ErrorCode.TIMEOUT, f"results not read for {limit:g} seconds"))
         with contextlib.suppress(Exception):
-            await self.close(CloseCode.STALLED)
+            await self._close(CloseCode.STALLED)
 
     # -- errors and close ---------------------------------------------------------------------
 
@@ -508,7 +540,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Close this connection now, telling the client why (admin disconnect or revocation)."""
         code = ErrorCode(event.get("error", ErrorCode.FORBIDDEN.value))
         await self._client_error(code, str(event.get("reason", "closed by an administrator")))
-        await self.close(int(event.get("close_code", CloseCode.FORBIDDEN)))
+        await self._close(int(event.get("close_code", CloseCode.FORBIDDEN)))
 
     async def disconnect(self, code: int) -> None:
         await self._finish(code)
@@ -516,14 +548,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def shutdown(self) -> None:
         """The server is stopping: tell the client (1001) while the reactor can still deliver it, then
         write the usage record."""
-        if not lifecycle.send_going_away(self.scope):
-            with contextlib.suppress(Exception):
-                await self.close(1000)
+        with contextlib.suppress(Exception):
+            await self._close(1001, "server shutting down")
         await self._finish(1001)
 
     async def _finish(self, close_code: int) -> None:
         if self.finished:
             return
+        close_code = self.closed_with or close_code  # why this side closed, not how the socket ended
         self.finished = True
         self.closing = True
         upstream, self.upstream = self.upstream, None

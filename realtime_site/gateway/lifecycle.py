@@ -18,7 +18,7 @@ import logging
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["install", "register", "send_going_away"]
+__all__ = ["close_with_code", "install", "register"]
 
 log = logging.getLogger("realtime_site.gateway")
 
@@ -85,16 +85,17 @@ def install() -> None:
     _close_cleanly_on_protocol_errors()
 
 
-def send_going_away(scope: dict[str, Any]) -> bool:
-    """Close with 1001 (going away). ASGI's websocket.close cannot: autobahn's application API only
-    takes 1000 and 3000-4999, so the close frame is sent through the protocol itself."""
+def close_with_code(scope: dict[str, Any], code: int, reason: str) -> bool:
+    """Close with a protocol-level code such as 1001 (going away), 1009 (too big) or 1011 (internal
+    error). ASGI's websocket.close cannot: autobahn's application API only takes 1000 and 3000-4999,
+    so the close frame is sent through the protocol itself. False when there is no open protocol."""
     from realtime_site.gateway.backpressure import SCOPE_KEY
 
     protocol = scope.get(SCOPE_KEY)
     if protocol is None or getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
         return False
     try:
-        protocol.sendCloseFrame(code=1001, reasonUtf8=b"server shutting down", isReply=False)
+        protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
     except Exception:  # the connection is going anyway
         return False
     return True

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 
+from realtime_site.memory import return_large_buffers_to_the_os
 from realtime_site.protocol import DEFAULT_MAX_FRAME_BYTES
 from realtime_site.runner.apps import AppState, load_apps
 from realtime_site.runner.config import DEFAULT_APPS, parse_apps
@@ -53,6 +54,7 @@ async def _serve(runner: Runner) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return_large_buffers_to_the_os()  # a big input's buffers go back once it is answered
     # websockets logs request paths at debug level, and paths may carry tokens.
     logging.getLogger("websockets").setLevel(logging.WARNING)
     secret = os.environ.get("RUNNER_SECRET") or None

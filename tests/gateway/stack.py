@@ -58,7 +58,9 @@ class GatewayStack:
 
     def start_gateway(self) -> None:
         self.port = free_port()
-        cap = str(16 * 1024 * 1024)
+        # Twice the frame cap, as `manage.py serve` and deploy/ run daphne: frames between the two get
+        # PAYLOAD_TOO_LARGE, frames above it close the connection (1009).
+        cap = str(2 * int(self.env.get("REALTIME_MAX_FRAME_BYTES", str(8 * 1024 * 1024))))
         with self.log_path.open("a") as log:  # the child keeps its own descriptor
             self.daphne = subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
