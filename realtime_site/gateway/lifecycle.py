@@ -83,6 +83,7 @@ def install() -> None:
     daphne.server.Server.kill_all_applications = _kill_all_applications
     _pass_protocol_in_scope(daphne.server.Server)
     _close_cleanly_on_protocol_errors()
+    _answer_bad_requests_before_closing()
 
 
 def close_with_code(scope: dict[str, Any], code: int, reason: str) -> bool:
@@ -127,3 +128,28 @@ def _close_cleanly_on_protocol_errors() -> None:
         self.setProtocolOptions(failByDrop=False)
 
     WebSocketFactory.__init__ = __init__
+
+
+LINGER_SECONDS = 2.0  # how long a refused request's remaining bytes are read and dropped
+
+
+def _answer_bad_requests_before_closing() -> None:
+    """Twisted answers a request it cannot parse (headers over 16 KiB in all, a malformed request
+    line) with 400 and closes at once, and a line over 16 KiB gets no answer at all; the client's unread bytes then make
+    the kernel reset the connection, and the 400 is lost. Close gently instead: answer, stop
+    sending, read and drop what still comes for a moment, then close."""
+    from twisted.internet import reactor
+    from twisted.web.http import HTTPChannel
+
+    def respond_and_linger(self: Any) -> None:
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        self.dataReceived = lambda data: None  # the rest of the request is never parsed
+        try:
+            self.transport.loseWriteConnection()
+        except (AttributeError, NotImplementedError):  # no half-close (TLS): close as Twisted did
+            self.loseConnection()
+            return
+        reactor.callLater(LINGER_SECONDS, self.transport.abortConnection)
+
+    HTTPChannel._respondToBadRequestAndDisconnect = respond_and_linger
+    HTTPChannel.lineLengthExceeded = lambda self, line: respond_and_linger(self)  # one line over 16 KiB
