@@ -84,6 +84,8 @@ def install() -> None:
     _pass_protocol_in_scope(daphne.server.Server)
     _close_cleanly_on_protocol_errors()
     _answer_bad_requests_before_closing()
+    _drop_unfinished_requests()
+    _report_unclean_closes()
 
 
 def close_with_code(scope: dict[str, Any], code: int, reason: str) -> bool:
@@ -143,7 +145,8 @@ def _answer_bad_requests_before_closing() -> None:
 
     def respond_and_linger(self: Any) -> None:
         self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        self.dataReceived = lambda data: None  # the rest of the request is never parsed
+        self.paused = True  # stops LineReceiver's loop over the lines already buffered
+        self.dataReceived = lambda data: None  # and what comes later is never parsed
         try:
             self.transport.loseWriteConnection()
         except (AttributeError, NotImplementedError):  # no half-close (TLS): close as Twisted did
@@ -153,3 +156,34 @@ def _answer_bad_requests_before_closing() -> None:
 
     HTTPChannel._respondToBadRequestAndDisconnect = respond_and_linger
     HTTPChannel.lineLengthExceeded = lambda self, line: respond_and_linger(self)  # one line over 16 KiB
+
+
+REQUEST_HEADER_TIMEOUT = 10.0  # seconds an HTTP connection may sit idle or with its headers unfinished
+
+
+def _drop_unfinished_requests() -> None:
+    """Twisted keeps a connection whose request headers never finish (slowloris) for 60 s; 10 s is
+    plenty for a real client. The timer pauses while a request is handled, so upgraded WebSockets
+    and long responses are not affected; only idle or unfinished requests are."""
+    from daphne.http_protocol import HTTPFactory
+
+    original = HTTPFactory.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.timeOut = REQUEST_HEADER_TIMEOUT
+
+    HTTPFactory.__init__ = __init__
+
+
+def _report_unclean_closes() -> None:
+    """A connection that ended without a closing handshake (the client vanished) is 1006 to the
+    application, whatever code autobahn had noted last."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    original = WebSocketProtocol.onClose
+
+    def onClose(self: Any, wasClean: bool, code: int | None, reason: str | None) -> None:
+        original(self, wasClean, code if wasClean else 1006, reason)
+
+    WebSocketProtocol.onClose = onClose
