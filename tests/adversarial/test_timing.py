@@ -10,6 +10,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -84,12 +85,14 @@ def never_reads() -> Attack:
     return attack
 
 
-def last_record(h: Harness, user: str) -> dict:
-    """The user's latest closed usage record (waiting for it to be written)."""
+def last_record(h: Harness, user: str, since: datetime | None = None) -> dict:
+    """The user's latest closed usage record (waiting for it to be written); with ``since``, only a
+    connection that started then or later (not the previous case's, while this one's is unwritten)."""
     deadline = time.monotonic() + 10
+    started = f", started_at__gte=__import__('datetime').datetime.fromisoformat({since.isoformat()!r})" if since else ""
     while True:
         rows = h.shell(
-            f"list(ConnectionRecord.objects.filter(user_id={h.pks[user]}, ended_at__isnull=False)"
+            f"list(ConnectionRecord.objects.filter(user_id={h.pks[user]}, ended_at__isnull=False{started})"
             ".order_by('-started_at').values('close_code', 'errors', 'frames_in')[:1])"
         )
         if rows or time.monotonic() > deadline:
@@ -232,6 +235,7 @@ def vanishes(*messages: bytes, abort_with: bytes = b"", path: str = ECHO, close_
 
     async def attack(h: Harness) -> Outcome:
         outcome = Outcome()
+        since = datetime.now(UTC)
         async with connected(h, path) as ws:
             for message in messages:
                 await ws.send(message)
@@ -239,14 +243,14 @@ def vanishes(*messages: bytes, abort_with: bytes = b"", path: str = ECHO, close_
                 ws.transport.write(abort_with)
             await asyncio.sleep(0.2)  # let what was written leave (how much arrived is not asserted)
             ws.transport.abort()
-        await asyncio.to_thread(_closed_with, h, outcome, close_code)
+        await asyncio.to_thread(_closed_with, h, outcome, close_code, since)
         return outcome
 
     return attack
 
 
-def _closed_with(h: Harness, outcome: Outcome, close_code: int) -> None:
-    record = last_record(h, "attacker")
+def _closed_with(h: Harness, outcome: Outcome, close_code: int, since: datetime | None = None) -> None:
+    record = last_record(h, "attacker", since)
     if record["close_code"] != close_code:
         outcome.problems.append(f"the record's close code is {record['close_code']}, expected {close_code}")
 
