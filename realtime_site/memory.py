@@ -16,7 +16,7 @@ import logging
 __all__ = ["MMAP_THRESHOLD", "return_large_buffers_to_the_os"]
 
 log = logging.getLogger("realtime_site")
-MMAP_THRESHOLD = 256 * 1024
+MMAP_THRESHOLD = 4 * 1024 * 1024  # above the buffers of a 1024x1024 frame: the happy path stays on the heap
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
