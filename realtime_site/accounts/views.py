@@ -106,7 +106,8 @@ def _same_origin(request: HttpRequest) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True  # not a cross-site browser request (browsers send Origin on every POST)
-    return urlsplit(origin).netloc == request.get_host()
+    url = urlsplit(origin)  # the same scheme, host and port as this request: another port is another site
+    return url.scheme == request.scheme and url.netloc.lower() == request.get_host().lower()
 
 
 # Session-authenticated, but fal's JS client sends no CSRF token; cross-site POSTs are refused by

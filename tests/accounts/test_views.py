@@ -173,6 +173,15 @@ def test_proxy_refusals(client, user) -> None:
         "/api/fal/proxy", TOKEN_BODY, content_type="application/json", HTTP_ORIGIN="https://evil.example", **FAL_TARGET
     )
     assert cross_site.status_code == 403
+    for origin in ("http://testserver:8001", "https://testserver", "null"):  # another port, scheme, or none
+        other = client.post(
+            "/api/fal/proxy", TOKEN_BODY, content_type="application/json", HTTP_ORIGIN=origin, **FAL_TARGET
+        )
+        assert other.status_code == 403, origin
+    same = client.post(
+        "/api/fal/proxy", TOKEN_BODY, content_type="application/json", HTTP_ORIGIN="http://testserver", **FAL_TARGET
+    )
+    assert same.status_code == 200
 
 
 def test_create_api_key_command_prints_the_key_once(user, capsys) -> None:
