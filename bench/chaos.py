@@ -790,7 +790,7 @@ async def hostile_worker(base: str, keys: dict[str, str], slices: list[Slice], l
 def worker_main(args: argparse.Namespace) -> int:
     credentials = json.loads(os.environ[CREDENTIALS_ENV])
     secrets = credential_secrets(credentials)
-    slices = schedule(args.duration, args.slice_seconds, args.concurrency, KINDS)
+    slices = schedule(args.duration, args.slice_seconds, args.concurrency, chosen_kinds(args))
     if args.good_worker:
         keys, count, large = credentials["good"], args.sessions, args.large_frames
         result = asyncio.run(good_worker(args.good_worker, keys, count, args.duration, large, slices))
@@ -876,8 +876,14 @@ def settle(procs: list[psutil.Process]) -> float:
     return waited
 
 
+def chosen_kinds(args: argparse.Namespace) -> tuple[str, ...]:
+    """The hostile kinds of this run (``--without`` leaves some out, to tell which kind hurts)."""
+    return tuple(kind for kind in KINDS if kind not in args.without)
+
+
 def worker_args(args: argparse.Namespace, role: str, base: str) -> list[str]:
     common = ["--duration", str(args.duration), "--sessions", str(args.sessions)]
+    common += [f"--without={kind}" for kind in args.without]
     common += ["--slice-seconds", str(args.slice_seconds), "--concurrency", str(args.concurrency)]
     return [str(SCRIPT), role, base, *common, *(["--large-frames"] if args.large_frames else [])]
 
@@ -960,7 +966,7 @@ def run_phase(
 ) -> dict[str, Any]:
     """One phase: the well-behaved worker, and with ``hostile`` the hostile one beside it."""
     env = {**clean_env(CREDENTIALS_ENV), CREDENTIALS_ENV: creds}
-    slices = schedule(args.duration, args.slice_seconds, args.concurrency, KINDS) if hostile else []
+    slices = schedule(args.duration, args.slice_seconds, args.concurrency, chosen_kinds(args)) if hostile else []
     result: dict[str, Any] = {"duration": args.duration}
     with contextlib.ExitStack() as stack:
         good = stack.enter_context(child("well-behaved", worker_args(args, "--good-worker", base), env, stdin=True))
@@ -1185,6 +1191,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slice-seconds", type=float, default=SLICE_SECONDS, help=slice_help)
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"hostile kinds at once ({CONCURRENCY})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file of all figures")
+    parser.add_argument(
+        "--without", action="append", default=[], choices=KINDS, metavar="KIND", help="leave a hostile kind out"
+    )
     parser.add_argument("--good-worker", metavar="WS_BASE", help=argparse.SUPPRESS)
     parser.add_argument("--hostile-worker", metavar="WS_BASE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
