@@ -189,7 +189,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         except (OperationalError, InterfaceError):
             log.warning("admission failed: the database is unavailable")
-            await self._refuse(ErrorCode.INTERNAL_ERROR, "the database is unavailable; try again shortly", 4503)
+            reason = "the database is unavailable; try again shortly"
+            await self._refuse(ErrorCode.INTERNAL_ERROR, reason, CloseCode.UNAVAILABLE)
             return
         except Exception:
             log.exception("admission failed")
