@@ -111,7 +111,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     closing = False
     finished = False
     slot_taken = False
-    groups: tuple[str, ...] = ()
+    # Not `groups`: Channels discards those itself at disconnect, raising when the layer is away.
+    staff_groups: tuple[str, ...] = ()
 
     async def __call__(self, scope, receive, send) -> None:
         """Channels' loop, except that the channel layer is not on the critical path: frames come
@@ -526,7 +527,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             groups.append(key_group(admission.api_key_id))
         if admission.token_id is not None:
             groups.append(token_group(admission.token_id))
-        self.groups = tuple(groups)
+        self.staff_groups = tuple(groups)
         try:
             await self._add_to_groups()
         except Exception as exc:  # the layer loop joins them once the layer is back
@@ -534,7 +535,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def _add_to_groups(self) -> None:
         if self.channel_layer is not None:
-            for group in self.groups:
+            for group in self.staff_groups:
                 await self.channel_layer.group_add(group, self.channel_name)
 
     async def realtime_kick(self, event: dict[str, Any]) -> None:
@@ -570,7 +571,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.slot_taken and self.admission is not None:
             limiter.disconnect(self.admission.user.pk)
             self.m_active.dec()
-        for group in self.groups:
+        for group in self.staff_groups:
             with contextlib.suppress(Exception):
                 await self.channel_layer.group_discard(group, self.channel_name)
         if self.usage is not None and settings.USAGE_RECORDING:
