@@ -127,7 +127,10 @@ def _close_cleanly_on_protocol_errors() -> None:
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        self.setProtocolOptions(failByDrop=False)
+        # Close frames instead of drops; and 5 s, not 1, for the client's close reply: a busy client
+        # that answers late would otherwise get a reset that discards the error and close it had yet
+        # to read.
+        self.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=5)
 
     WebSocketFactory.__init__ = __init__
 
