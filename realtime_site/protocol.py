@@ -29,6 +29,7 @@ __all__ = [
     "ImageRequest",
     "ProtocolError",
     "ValidationError",
+    "close_reason",
     "decode_frame",
     "dropped_message",
     "encode_frame",
@@ -82,8 +83,16 @@ class ErrorCode(enum.StrEnum):
 
 
 class Encoding(enum.Enum):
-    MSGPACK = "msgpack"  # binary WebSocket messages
+    """How a client's frames are written, and so how its results are written back."""
+
+    MSGPACK = "msgpack"  # binary WebSocket messages holding msgpack
     JSON = "json"  # text WebSocket messages
+    JSON_BINARY = "json-binary"  # binary messages holding UTF-8 JSON (fal's JSON codecs send these)
+
+    @property
+    def is_json(self) -> bool:
+        """JSON has no bytes: images travel as data URLs."""
+        return self is not Encoding.MSGPACK
 
 
 class ProtocolError(Exception):
@@ -119,6 +128,17 @@ def error_message(code: ErrorCode, reason: str, request_id: Any = None) -> str:
     return json.dumps(payload)
 
 
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a close frame, whole characters only (a cut one would be invalid UTF-8)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= MAX_CLOSE_REASON_BYTES:
+        return text
+    return data[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."
+
+
 def dropped_message(request_id: Any = None) -> str:
     """Told to a gateway (``report_drops=1``) when the buffer displaced an input: usage counts it."""
     payload: dict[str, Any] = {"type": "x-fal-message", "action": "dropped"}
@@ -135,13 +155,20 @@ def timings_message(seconds: float) -> str:
 
 
 def decode_frame(data: bytes | str) -> tuple[dict[str, Any], Encoding]:
-    """Decode one client message: a msgpack map (binary) or a JSON object (text).
+    """Decode one client message: a msgpack map (binary), a JSON object (text), or a JSON object in a
+    binary message (one that begins with ``{``, which no msgpack map does).
 
     Bounded: at most ``MAX_FRAME_CONTAINERS`` arrays and maps, ``MAX_FRAME_KEYS`` entries a map, and
     lengths no larger than the message itself; anything else is a ``ValidationError`` naming ``frame``.
     """
     if isinstance(data, str):
         return _decode_json(data), Encoding.JSON
+    if data[:1] == b"{":
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError("frame", f"binary message begins with '{{' but is not UTF-8 JSON ({exc})") from None
+        return _decode_json(text, "binary"), Encoding.JSON_BINARY
     return _decode_msgpack(data), Encoding.MSGPACK
 
 
@@ -149,14 +176,14 @@ def _too_many_containers() -> ValidationError:
     return ValidationError("frame", f"holds more than {MAX_FRAME_CONTAINERS} arrays and maps")
 
 
-def _decode_json(data: str) -> dict[str, Any]:
+def _decode_json(data: str, kind: str = "text") -> dict[str, Any]:
     # Every container opens with a bracket: counting them (in C) bounds the work before decoding.
     if data.count("[") + data.count("{") > MAX_FRAME_CONTAINERS:
         raise _too_many_containers()
     try:
         frame = json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise ValidationError("frame", f"text message is not valid JSON ({exc})") from None
+        raise ValidationError("frame", f"{kind} message is not valid JSON ({exc})") from None
     if not isinstance(frame, dict):
         raise ValidationError("frame", f"must be a JSON object, got {type(frame).__name__}")
     return frame
@@ -205,6 +232,8 @@ def _decode_msgpack(data: bytes) -> dict[str, Any]:
 def encode_frame(payload: dict[str, Any], encoding: Encoding) -> bytes | str:
     if encoding is Encoding.MSGPACK:
         return msgpack.packb(payload, use_bin_type=True)
+    if encoding is Encoding.JSON_BINARY:
+        return json.dumps(payload).encode()
     return json.dumps(payload)
 
 
@@ -231,10 +260,10 @@ def parse_app_path(path: str) -> tuple[str, str]:
     return f"{owner}/{alias}", sub
 
 
-def parse_max_buffering(raw: str | None) -> int:
-    """The ``max_buffering`` query value (default 1); ``ValidationError`` names the problem."""
+def parse_max_buffering(raw: str | None, default: int = 1) -> int:
+    """The ``max_buffering`` query value (``default`` when absent); ``ValidationError`` names the problem."""
     if raw is None:
-        return 1
+        return default
     low, high = MAX_BUFFERING_RANGE
     if not _MAX_BUFFERING.match(raw) or not low <= int(raw) <= high:
         raise ValidationError("max_buffering", f"must be an integer from {low} to {high}, got {raw[:20]!r}")
@@ -345,7 +374,7 @@ def _parse_image(frame: dict[str, Any], encoding: Encoding) -> bytes:
             if not raw:
                 raise ValidationError("image_bytes", "is empty")
             return bytes(raw)
-        hint = "; JSON frames carry images in image_url" if encoding is Encoding.JSON else ""
+        hint = "; JSON frames carry images in image_url" if encoding.is_json else ""
         raise ValidationError("image_bytes", f"must be binary, got {type(raw).__name__}{hint}")
     url = frame.get("image_url")
     if url is None:
@@ -430,7 +459,7 @@ def result_payload(
 ) -> dict[str, Any]:
     """The result map. JSON has no bytes, so text frames always get a data URL."""
     entry: dict[str, Any] = {"width": width, "height": height, "content_type": content_type}
-    if request.sync_mode or encoding is Encoding.JSON:
+    if request.sync_mode or encoding.is_json:
         entry["url"] = f"data:{content_type};base64,{base64.b64encode(image).decode('ascii')}"
     else:
         entry["content"] = image

@@ -9,11 +9,13 @@ import msgpack
 import pytest
 
 from realtime_site.protocol import (
+    MAX_CLOSE_REASON_BYTES,
     MAX_FRAME_KEYS,
     Encoding,
     ErrorCode,
     ImageRequest,
     ValidationError,
+    close_reason,
     decode_frame,
     encode_frame,
     error_message,
@@ -110,8 +112,12 @@ def test_validation_error_carries_request_id() -> None:
         (b"\x81\xa1a", "not valid msgpack"),
         (msgpack.packb([1, 2]), "must be a msgpack map"),
         (msgpack.packb({1: "int key"}), "not valid msgpack"),
-        ("{not json", "not valid JSON"),
+        ("{not json", "text message is not valid JSON"),
         ("[1]", "must be a JSON object"),
+        (b"{not json", "binary message is not valid JSON"),
+        (b'{"prompt": "\xff"}', "begins with '{' but is not UTF-8 JSON"),
+        (b"[1]", "must be a msgpack map"),  # only '{' marks JSON in a binary message
+        (b"{" + b"[" * 300, "more than 256 arrays and maps"),
     ],
 )
 def test_decode_frame_rejects_garbage(data: bytes | str, problem: str) -> None:
@@ -123,6 +129,25 @@ def test_decode_frame_rejects_garbage(data: bytes | str, problem: str) -> None:
 def test_decode_frame_reports_encoding() -> None:
     assert decode_frame(msgpack.packb({"a": 1}))[1] is Encoding.MSGPACK
     assert decode_frame('{"a": 1}')[1] is Encoding.JSON
+    assert decode_frame(b'{"a": 1}') == ({"a": 1}, Encoding.JSON_BINARY)
+    assert decode_frame(bytearray(b'{"a": 1}'))[1] is Encoding.JSON_BINARY
+
+
+def test_json_in_binary_frames_is_answered_as_json_in_a_binary_frame() -> None:
+    frame_in, encoding = decode_frame(
+        json.dumps(frame(image_bytes=None, image_url="data:image/png;base64,iVBO")).encode()
+    )
+    request = parse_request(frame_in, encoding=encoding)
+    kwargs = dict(image=b"img", width=64, height=64, content_type="image/png", seed=3, inference_seconds=0.01)
+    answer = encode_frame(result_payload(request, encoding=encoding, **kwargs), encoding)
+    assert isinstance(answer, bytes)
+    assert json.loads(answer)["images"][0]["url"] == "data:image/png;base64," + base64.b64encode(b"img").decode()
+
+
+def test_json_in_binary_frames_has_no_bytes_for_images() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_request({"prompt": "x", "image_bytes": "abc"}, encoding=Encoding.JSON_BINARY)
+    assert "JSON frames carry images in image_url" in caught.value.reason
 
 
 def test_result_payload_content_url_and_json() -> None:
@@ -221,3 +246,11 @@ def test_return_large_buffers_to_the_os_on_glibc() -> None:
     from realtime_site.memory import return_large_buffers_to_the_os
 
     assert return_large_buffers_to_the_os() is True  # this machine's Python runs on glibc
+
+
+@pytest.mark.parametrize("text", ["short", "é" * 62, "é" * 200, "x" * 122 + "é", "\U0001f600" * 40])
+def test_close_reason_fits_a_close_frame_in_whole_characters(text: str) -> None:
+    reason = close_reason(text)
+    assert len(reason.encode()) <= MAX_CLOSE_REASON_BYTES
+    assert reason == text if len(text.encode()) <= MAX_CLOSE_REASON_BYTES else reason.endswith("...")
+    assert text.startswith(reason.removesuffix("..."))

@@ -57,7 +57,7 @@ class Admission:
     app_id: str
     sub_path: str
     auth_method: str
-    max_buffering: int
+    max_buffering: int | None  # None: the app's own default (its runners report it)
     timings: bool
     api_key_id: int | None = None
     key_id: str = ""  # the API key's public id
@@ -173,7 +173,8 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admis
     alias = app_id.split("/", 1)[1]
     query = session_query(scope)
     try:
-        max_buffering = parse_max_buffering(query.get("max_buffering"))
+        raw_buffering = query.get("max_buffering")
+        max_buffering = None if raw_buffering is None else parse_max_buffering(raw_buffering)
     except ValidationError as exc:
         raise Refused(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
     common = {

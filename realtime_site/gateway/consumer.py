@@ -83,8 +83,14 @@ class ClientGone(Exception):
     """The client's connection closed while something was being sent to it."""
 
 
-def inference_seconds_of(result: bytes) -> float:
-    """``timings.inference`` of a msgpack result, skipping (not copying) the image bytes."""
+def inference_seconds_of(result: bytes | str) -> float:
+    """``timings.inference`` of a result: msgpack (its image skipped, not copied) or JSON."""
+    if isinstance(result, str) or result[:1] == b"{":
+        try:
+            value = json.loads(result)["timings"]["inference"]
+        except (ValueError, TypeError, KeyError):
+            return 0.0
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(result)
     try:
@@ -111,6 +117,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     closing = False
     finished = False
     slot_taken = False
+    max_buffering = 1  # the client's, or else the app's default
     # Not `groups`: Channels discards those itself at disconnect, raising when the layer is away.
     staff_groups: tuple[str, ...] = ()
 
@@ -168,7 +175,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         if revoked is not None:
             await self._client_error(ErrorCode.UNAUTHORIZED, revoked)
-            await self._close(CloseCode.UNAUTHORIZED)
+            await self._close(CloseCode.UNAUTHORIZED, revoked)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels would first close stale database connections in the database thread: one thread
@@ -205,10 +212,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=error_message(code, reason))
             await self._close(close_code, reason)
 
-    async def _close(self, code: int, reason: str = "") -> None:
-        """Close with ``code``; the protocol-level codes (1001, 1009, 1011) go through the protocol."""
+    async def _close(self, code: int, reason: str) -> None:
+        """Close with ``code``, and ``reason`` in the close frame (clients show it beside the code)."""
         self.closed_with = self.closed_with or code
-        if (code == 1000 or 3000 <= code <= 4999) or not lifecycle.close_with_code(self.scope, code, reason):
+        if not lifecycle.close_with_code(self.scope, code, reason):
             await self.close(code if code == 1000 or 3000 <= code <= 4999 else 1000)
 
     async def _admit(self) -> None:
@@ -244,6 +251,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise Refused(ErrorCode.RATE_LIMITED, over, CloseCode.TOO_MANY)
         self.slot_taken = True
         self.admission, self.limits = admission, limits
+        self.max_buffering = admission.max_buffering or pool.default_buffering(admission.app_id)
         headers = dict(self.scope.get("headers", []))
         client = self.scope.get("client") or ("", 0)
         self.usage = Usage(
@@ -269,7 +277,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.outbox = ResultOutbox(
             self.scope,
             self._send_to_client,
-            capacity=admission.max_buffering,
+            capacity=self.max_buffering,
             stall_limit=settings.REALTIME_STALLED_CLIENT_SECONDS,
             on_drop=self._result_dropped,
             on_stall=self._client_stalled,
@@ -321,7 +329,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             except NoRunner as exc:
                 await self._client_error(exc.code, exc.reason)
                 return False
-            query = f"max_buffering={admission.max_buffering}&report_drops=1"
+            query = f"max_buffering={self.max_buffering}&report_drops=1"
             if admission.timings:
                 query += "&timings=1"
             url = f"{runner.url}/{admission.app_id}/{admission.sub_path}?{query}"
@@ -400,8 +408,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         usage.results_out += 1  # a JSON result
         self._answered(oldest=True)
         usage.bytes_out += len(message)
-        with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
-            usage.inference_seconds += float(json.loads(message)["timings"]["inference"])
+        usage.inference_seconds += inference_seconds_of(message)
         await self._result(message)
         return None
 
@@ -452,10 +459,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         code = ws.close_code
         pool = get_pool()
         if last_error == ErrorCode.TIMEOUT.value:
-            await self._close(1000)  # the runner's idle timeout, already relayed
+            await self._close(1000, ws.close_reason or "idle timeout")  # the runner's, already relayed
             return
         if code in RUNNER_REFUSALS:
-            await self._close(code)  # the runner refused and said why
+            await self._close(code, ws.close_reason or "refused by the runner")  # it said why, too
             return
         if code in (1001, CloseCode.UNAUTHORIZED):
             pool.mark_down(
@@ -504,10 +511,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.usage is not None and self.admission is not None:
             self.usage.errors[ErrorCode.TIMEOUT.value] += 1
             metrics.ERRORS.labels(self.admission.app_id, ErrorCode.TIMEOUT.value).inc()
+        reason = f"results not read for {limit:g} seconds"
         with contextlib.suppress(Exception):
-            await self.send(text_data=error_message(ErrorCode.TIMEOUT, f"results not read for {limit:g} seconds"))
+            await self.send(text_data=error_message(ErrorCode.TIMEOUT, reason))
         with contextlib.suppress(Exception):
-            await self._close(CloseCode.STALLED)
+            await self._close(CloseCode.STALLED, reason)
 
     # -- errors and close ---------------------------------------------------------------------
 
@@ -541,8 +549,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def realtime_kick(self, event: dict[str, Any]) -> None:
         """Close this connection now, telling the client why (admin disconnect or revocation)."""
         code = ErrorCode(event.get("error", ErrorCode.FORBIDDEN.value))
-        await self._client_error(code, str(event.get("reason", "closed by an administrator")))
-        await self._close(int(event.get("close_code", CloseCode.FORBIDDEN)))
+        reason = str(event.get("reason", "closed by an administrator"))
+        await self._client_error(code, reason)
+        await self._close(int(event.get("close_code", CloseCode.FORBIDDEN)), reason)
 
     async def disconnect(self, code: int) -> None:
         await self._finish(code)

@@ -18,6 +18,8 @@ import logging
 import weakref
 from typing import Any, Protocol
 
+from realtime_site.protocol import close_reason
+
 __all__ = ["close_with_code", "install", "register"]
 
 log = logging.getLogger("realtime_site.gateway")
@@ -89,16 +91,16 @@ def install() -> None:
 
 
 def close_with_code(scope: dict[str, Any], code: int, reason: str) -> bool:
-    """Close with a protocol-level code such as 1001 (going away), 1009 (too big) or 1011 (internal
-    error). ASGI's websocket.close cannot: autobahn's application API only takes 1000 and 3000-4999,
-    so the close frame is sent through the protocol itself. False when there is no open protocol."""
+    """Close with ``code`` and ``reason`` in the close frame. ASGI's websocket.close cannot: daphne drops
+    the reason, and autobahn's application API takes only 1000 and 3000-4999 (not 1001, 1009 or 1011),
+    so the frame is sent through the protocol itself. False when there is no open protocol."""
     from realtime_site.gateway.backpressure import SCOPE_KEY
 
     protocol = scope.get(SCOPE_KEY)
     if protocol is None or getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
         return False
     try:
-        protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:120], isReply=False)
+        protocol.sendCloseFrame(code=code, reasonUtf8=close_reason(reason).encode(), isReply=False)
     except Exception:  # the connection is going anyway
         return False
     return True

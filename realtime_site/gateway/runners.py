@@ -67,6 +67,7 @@ class RunnerPool:
         self._first_check: asyncio.Task[None] | None = None
         self._rechecks: dict[str, asyncio.Task[None]] = {}
         self.catalog: dict[str, tuple[str, ...]] = {}  # app id -> its paths, as any runner reported them
+        self.buffering: dict[str, int] = {}  # app id -> its sessions' default buffer, as reported
 
     async def ready(self) -> None:
         """Start polling (once per process) and wait for the first round of health checks."""
@@ -93,6 +94,9 @@ class RunnerPool:
             runner.apps = {app["id"]: app for app in health.get("apps", [])}
             for app_id, app in runner.apps.items():
                 self.catalog[app_id] = tuple(str(p) for p in app.get("paths") or ("realtime",))
+                buffering = app.get("buffering")
+                if isinstance(buffering, int) and not isinstance(buffering, bool) and buffering >= 1:
+                    self.buffering[app_id] = buffering
             runner.remote_connections = int(health.get("connections", 0))
             runner.healthy = response.status_code == 200 and health.get("status") == "ok"
             runner.error = None if runner.healthy else f"status {health.get('status')!r}"
@@ -126,6 +130,10 @@ class RunnerPool:
                 f"app {app_id!r} has no path {sub_path!r} (paths: {', '.join(paths)})",
                 known=False,
             )
+
+    def default_buffering(self, app_id: str) -> int:
+        """The buffer a session of ``app_id`` gets when its client asks for none (the app's option)."""
+        return self.buffering.get(app_id, 1)
 
     def mark_down(self, url: str, reason: str) -> None:
         for runner in self.runners:

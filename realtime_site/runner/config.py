@@ -3,18 +3,26 @@
 ``--apps`` is a comma-separated list. Each item is a catalogue app id (``local/stylize``) or
 ``APP_ID=ENGINE`` with options as a query string: ``test/slow=echo?delay_ms=300&workers=1``.
 The option ``paths`` lists the app's WebSocket paths joined by ``+`` (default ``realtime``).
+Two options set the app's sessions, as a fal app's ``@realtime(buffering=, session_timeout=)`` does:
+``buffering`` is the buffer a session gets when its client asks for none (``max_buffering``; default
+1, latest input wins) and ``session_timeout`` the seconds of no input after which a session ends
+(default: the runner's ``--idle-timeout``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
+
+from realtime_site.protocol import ValidationError, parse_max_buffering
 
 __all__ = ["CATALOGUE", "DEFAULT_APPS", "AppSpec", "parse_apps"]
 
 _APP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+SESSION_TIMEOUT_MAX = 86_400.0  # a day: a session with no input is never held longer
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,8 @@ class AppSpec:
     engine: str
     options: dict[str, str] = field(default_factory=dict)
     paths: tuple[str, ...] = ("realtime",)
+    buffering: int | None = None  # None: 1, latest input wins
+    session_timeout: float | None = None  # None: the runner's idle timeout
 
 
 CATALOGUE: dict[str, AppSpec] = {
@@ -60,7 +70,32 @@ def _parse_item(item: str) -> AppSpec:
     for path in paths:
         if not _PATH.match(path):
             raise ValueError(f"app {app_id!r}: invalid path {path!r}")
-    return AppSpec(app_id, engine, options, paths)
+    buffering = _buffering(app_id, options.pop("buffering", None))
+    session_timeout = _session_timeout(app_id, options.pop("session_timeout", None))
+    return AppSpec(app_id, engine, options, paths, buffering, session_timeout)
+
+
+def _buffering(app_id: str, raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return parse_max_buffering(raw)
+    except ValidationError as exc:
+        raise ValueError(f"app {app_id!r}: buffering {exc.reason.partition(': ')[2]}") from None
+
+
+def _session_timeout(app_id: str, raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= SESSION_TIMEOUT_MAX:  # also false for NaN
+        raise ValueError(
+            f"app {app_id!r}: session_timeout must be seconds above 0 and at most {SESSION_TIMEOUT_MAX:g}, got {raw!r}"
+        )
+    return value
 
 
 def parse_apps(text: str) -> list[AppSpec]:

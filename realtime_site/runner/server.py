@@ -25,6 +25,7 @@ from realtime_site.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     ErrorCode,
     ValidationError,
+    close_reason,
     error_message,
     parse_app_path,
     parse_max_buffering,
@@ -131,8 +132,13 @@ class Runner:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
+    def session_settings(self, app: RunnerApp) -> dict[str, float]:
+        """What a session of ``app`` gets when its client asks for nothing (reported in ``/healthz``)."""
+        timeout = app.spec.session_timeout if app.spec.session_timeout is not None else self.config.idle_timeout
+        return {"buffering": app.spec.buffering or 1, "session_timeout": timeout}
+
     def health(self) -> dict:
-        apps = [app.describe() for app in self.apps.values()]
+        apps = [app.describe() | self.session_settings(app) for app in self.apps.values()]
         return {
             "status": "draining" if self.draining.is_set() else "ok",
             "apps": apps,
@@ -188,18 +194,19 @@ class Runner:
                 ErrorCode.APP_UNAVAILABLE, f"app {app_id!r} is unavailable: {app.reason}", CloseCode.UNAVAILABLE
             )
         query = parse_qs(url.query)
+        defaults = self.session_settings(app)
         return app, SessionOptions(
-            max_buffering=self._max_buffering(query),
+            max_buffering=self._max_buffering(query, int(defaults["buffering"])),
             timings=query.get("timings", ["0"])[-1] in ("1", "true"),
             report_drops=query.get("report_drops", ["0"])[-1] in ("1", "true"),
             max_frame_bytes=self.config.max_frame_bytes,
-            idle_timeout=self.config.idle_timeout,
+            idle_timeout=defaults["session_timeout"],
         )
 
     @staticmethod
-    def _max_buffering(query: dict[str, list[str]]) -> int:
+    def _max_buffering(query: dict[str, list[str]], default: int) -> int:
         try:
-            return parse_max_buffering(query.get("max_buffering", [None])[-1])
+            return parse_max_buffering(query.get("max_buffering", [None])[-1], default)
         except ValidationError as exc:
             raise _Refusal(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
 
@@ -210,7 +217,7 @@ class Runner:
             log.info("connection refused: %s (%s)", refusal.code.value, refusal.reason)
             try:
                 await ws.send(error_message(refusal.code, refusal.reason))
-                await ws.close(refusal.close_code, refusal.code.value)
+                await ws.close(refusal.close_code, close_reason(refusal.reason))
             except ConnectionClosed:
                 pass
             return

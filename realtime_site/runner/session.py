@@ -166,8 +166,9 @@ class Session:
             if self.lane.busy:
                 self._last_input = loop.time()
             elif loop.time() - self._last_input >= idle:
-                await self._send_error(ErrorCode.TIMEOUT, f"no input for {idle:g} seconds")
-                await self.ws.close(1000, "idle timeout")
+                reason = f"no input for {idle:g} seconds"
+                await self._send_error(ErrorCode.TIMEOUT, reason)
+                await self.ws.close(1000, reason)
                 return
 
     async def _on_message(self, message: bytes | str) -> None:

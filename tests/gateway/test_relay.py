@@ -116,3 +116,8 @@ def test_inference_seconds_are_read_without_decoding_the_image() -> None:
     )
     assert inference_seconds_of(encode_frame(payload, Encoding.MSGPACK)) == 0.125
     assert inference_seconds_of(b"\xc1 garbage") == 0.0
+    as_json = payload | {"images": []}  # JSON results carry a data URL, not bytes
+    assert inference_seconds_of(encode_frame(as_json, Encoding.JSON_BINARY)) == 0.125
+    assert inference_seconds_of(encode_frame(as_json, Encoding.JSON)) == 0.125
+    assert inference_seconds_of(b'{"timings": {"inference": true}}') == 0.0
+    assert inference_seconds_of(b"{ garbage") == 0.0

@@ -37,9 +37,12 @@ async def refused(url: str, **kwargs: object) -> tuple[dict, int | None]:
 async def test_refused_connections_name_the_reason(
     shared_runner: RunnerProcess, path: str, code: str, close_code: int, reason: str
 ) -> None:
-    error, closed_with = await refused(shared_runner.ws_base + path)
+    async with await open_ws(shared_runner.ws_base + path) as ws:
+        error = await recv(ws)
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
     assert error["type"] == "x-fal-error" and error["error"] == code and reason in error["reason"]
-    assert closed_with == close_code
+    assert (ws.close_code, ws.close_reason) == (close_code, error["reason"])  # the reason in the close frame too
 
 
 async def test_declared_paths_are_served(shared_runner: RunnerProcess, jpeg_256: bytes) -> None:
@@ -91,7 +94,16 @@ def test_loopback_without_secret_says_so(shared_runner: RunnerProcess) -> None:
 
 @pytest.mark.parametrize(
     ("apps", "problem"),
-    [("nobody/nothing", "unknown app"), ("bad id=echo", "is not OWNER/ALIAS"), ("local/echo,local/echo", "twice")],
+    [
+        ("nobody/nothing", "unknown app"),
+        ("bad id=echo", "is not OWNER/ALIAS"),
+        ("local/echo,local/echo", "twice"),
+        ("t/a=echo?buffering=0", "'t/a': buffering must be an integer from 1 to 60, got '0'"),
+        ("t/a=echo?buffering=x", "buffering must be an integer from 1 to 60"),
+        ("t/a=echo?session_timeout=0", "session_timeout must be seconds above 0 and at most 86400, got '0'"),
+        ("t/a=echo?session_timeout=nan", "session_timeout must be seconds above 0"),
+        ("t/a=echo?session_timeout=1e9", "session_timeout must be seconds above 0"),
+    ],
 )
 def test_bad_apps_argument_is_named(apps: str, problem: str) -> None:
     done = run_cli("--port", "0", "--apps", apps)
