@@ -429,8 +429,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             elif self.pending:
                 self.pending.popleft()
             return None
-        if kind == "x-fal-message" and not self.admission.timings:
-            return None
+        if kind == "x-fal-message" and action == "timings" and not self.admission.timings:
+            return None  # not asked for; any other meta message is the app's and is relayed, as fal does
         usage.bytes_out += len(message)
         await self._message(message)
         if kind == "x-fal-error":

@@ -55,7 +55,17 @@ WHOLE_FRAMES = [
     Case("not-msgpack-reserved-byte", sends(b"\xc1"), invalid("frame")),
     Case("random-bytes", sends(RNG.randbytes(1000)), invalid("frame")),
     Case("truncated-msgpack", sends(frame()[:40]), invalid("frame")),
-    Case("json-sent-as-binary", sends(json_frame().encode()), invalid("frame")),
+    Case(
+        "json-sent-as-binary-is-answered-in-kind",
+        sends(json_frame().encode()),
+        Expect(result=True, lives=True, admitted=1),
+    ),
+    Case(
+        "json-in-binary-that-is-not-utf8",
+        sends(json_frame(prompt="@").encode().replace(b"@", b"\xff\xfe")),
+        invalid("frame"),
+    ),
+    Case("json-in-binary-that-is-not-json", sends(b"{" + RNG.randbytes(200)), invalid("frame")),
     Case("msgpack-array-bomb-of-30-bytes", sends(msgpack_array_bomb()), invalid("frame")),
     Case("msgpack-map-bomb-of-30-bytes", sends(msgpack_map_bomb()), invalid("frame")),
     Case("msgpack-array-bomb-filling-the-cap", sends(msgpack_array_bomb(size=FRAME_CAP - 16)), invalid("frame")),

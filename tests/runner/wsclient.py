@@ -19,7 +19,11 @@ def pack(**fields: Any) -> bytes:
 
 
 def decode(message: bytes | str) -> dict[str, Any]:
-    return json.loads(message) if isinstance(message, str) else msgpack.unpackb(message, raw=False)
+    """A text message, or a binary one: msgpack, or JSON when it begins with ``{`` (as the server answers
+    JSON sent in binary frames)."""
+    if isinstance(message, str) or message[:1] == b"{":
+        return json.loads(message)
+    return msgpack.unpackb(message, raw=False)
 
 
 async def recv(ws: ClientConnection, timeout: float = 30.0) -> dict[str, Any]:
