@@ -456,8 +456,10 @@ def result_payload(
     seed: int,
     inference_seconds: float,
     encoding: Encoding,
+    step: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """The result map. JSON has no bytes, so text frames always get a data URL."""
+    """The result map. JSON has no bytes, so text frames always get a data URL. A preview (``step`` is
+    ``(step, steps)``) is a result marked ``"partial": true``; the final result has no ``partial``."""
     entry: dict[str, Any] = {"width": width, "height": height, "content_type": content_type}
     if request.sync_mode or encoding.is_json:
         entry["url"] = f"data:{content_type};base64,{base64.b64encode(image).decode('ascii')}"
@@ -468,6 +470,8 @@ def result_payload(
         "seed": seed,
         "timings": {"inference": round(inference_seconds, 6)},
     }
+    if step is not None:
+        payload.update(partial=True, step=step[0], steps=step[1])
     if request.request_id is not None:
         payload["request_id"] = request.request_id
     return payload

@@ -59,6 +59,7 @@ class Admission:
     auth_method: str
     max_buffering: int | None  # None: the app's own default (its runners report it)
     timings: bool
+    previews: bool = False  # the client asked for intermediate images (results marked "partial")
     api_key_id: int | None = None
     key_id: str = ""  # the API key's public id
     token_id: str | None = None
@@ -69,7 +70,7 @@ class Admission:
 
 
 # The query parameters a session reads; each may be given once (an empty value is a value).
-SESSION_PARAMETERS = ("fal_jwt_token", "max_buffering", "timings")
+SESSION_PARAMETERS = ("fal_jwt_token", "max_buffering", "timings", "previews")
 
 
 def app_path_of(scope: dict[str, Any]) -> tuple[str, str]:
@@ -182,6 +183,7 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admis
         "sub_path": sub_path,
         "max_buffering": max_buffering,
         "timings": query.get("timings", "0") in ("1", "true"),
+        "previews": query.get("previews", "0") in ("1", "true"),
     }
     token = query.get("fal_jwt_token")
     authorization = _header(scope, b"authorization")

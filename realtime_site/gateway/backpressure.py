@@ -110,6 +110,12 @@ class ResultOutbox:
         self.queue.append((message, True))
         self._results += 1
 
+    async def preview(self, message: bytes | str) -> None:
+        """Send an intermediate image now; a client that is not reading goes without it (its result
+        follows), and nothing is counted as dropped."""
+        if not self.paused and not self.queue:
+            await self._send(message)
+
     async def message(self, message: str) -> None:
         """Send an error or meta message now, or hold the newest ``META_CAPACITY`` of them."""
         if not self.paused and not self.queue:

@@ -49,7 +49,7 @@ from realtime_site.protocol import ErrorCode, error_message
 from realtime_site.usage import metrics
 from realtime_site.usage.recorder import GATEWAY_NAME, Usage, recorder
 
-__all__ = ["RealtimeConsumer", "inference_seconds_of"]
+__all__ = ["RealtimeConsumer", "result_facts"]
 
 log = logging.getLogger("realtime_site.gateway")
 RUNNER_META_PREFIX = '{"type": "x-fal-'  # how the runner's errors and meta messages begin
@@ -83,26 +83,38 @@ class ClientGone(Exception):
     """The client's connection closed while something was being sent to it."""
 
 
-def inference_seconds_of(result: bytes | str) -> float:
-    """``timings.inference`` of a result: msgpack (its image skipped, not copied) or JSON."""
+def result_facts(result: bytes | str) -> tuple[float, bool]:
+    """``timings.inference`` of a result and whether it is a preview (``partial``): msgpack read
+    without copying its image, or JSON."""
     if isinstance(result, str) or result[:1] == b"{":
         try:
-            value = json.loads(result)["timings"]["inference"]
-        except (ValueError, TypeError, KeyError):
-            return 0.0
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+            payload = json.loads(result)
+        except ValueError:
+            return 0.0, False
+        if not isinstance(payload, dict):
+            return 0.0, False
+        timings = payload.get("timings")
+        return _seconds(timings.get("inference") if isinstance(timings, dict) else None), payload.get("partial") is True
+    seconds, partial = 0.0, False
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(result)
     try:
         for _ in range(unpacker.read_map_header()):
-            if unpacker.unpack() == "timings":
+            key = unpacker.unpack()
+            if key == "timings":
                 timings = unpacker.unpack()
-                value = timings.get("inference", 0.0) if isinstance(timings, dict) else 0.0
-                return float(value) if isinstance(value, (int, float)) else 0.0
-            unpacker.skip()
+                seconds = _seconds(timings.get("inference") if isinstance(timings, dict) else None)
+            elif key == "partial":
+                partial = unpacker.unpack() is True
+            else:
+                unpacker.skip()
     except (ValueError, msgpack.UnpackException, msgpack.OutOfData):
         pass
-    return 0.0
+    return seconds, partial
+
+
+def _seconds(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -332,6 +344,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             query = f"max_buffering={self.max_buffering}&report_drops=1"
             if admission.timings:
                 query += "&timings=1"
+            if admission.previews:
+                query += "&previews=1"
             url = f"{runner.url}/{admission.app_id}/{admission.sub_path}?{query}"
             headers = {"Authorization": f"Bearer {settings.RUNNER_SECRET}"} if settings.RUNNER_SECRET else {}
             runner.local_sessions += 1  # counted before the await, so sessions opening together spread out
@@ -396,19 +410,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Count and relay one message from the runner; returns the code of an error."""
         usage = self.usage
         assert usage is not None
-        if isinstance(message, bytes):
-            usage.results_out += 1
-            self._answered(oldest=True)
-            usage.bytes_out += len(message)
-            usage.inference_seconds += inference_seconds_of(message)
-            await self._result(message)
-            return None
-        if message.startswith(RUNNER_META_PREFIX):
+        if isinstance(message, str) and message.startswith(RUNNER_META_PREFIX):
             return await self._relay_runner_text(message)
-        usage.results_out += 1  # a JSON result
-        self._answered(oldest=True)
         usage.bytes_out += len(message)
-        usage.inference_seconds += inference_seconds_of(message)
+        seconds, partial = result_facts(message)
+        if partial:  # a preview answers nothing yet; a slow reader goes without it
+            if self.outbox is None:
+                await self._send_to_client(message)
+            else:
+                await self.outbox.preview(message)
+            return None
+        usage.results_out += 1
+        self._answered(oldest=True)
+        usage.inference_seconds += seconds
         await self._result(message)
         return None
 

@@ -62,7 +62,8 @@ class RunnerApp:
             self.scheduler = FairScheduler(
                 engine.workers,
                 max_batch=engine.max_batch,
-                batch_key=lambda job: engine.batch_key(job.request),
+                # An input whose previews are asked for runs alone (its key equals no other).
+                batch_key=lambda job: object() if job.previews else engine.batch_key(job.request),
                 run_batch=functools.partial(execute_batch, self),
             )
         else:
@@ -85,6 +86,7 @@ class RunnerApp:
             "paths": list(self.spec.paths),
         }
         if self.engine is not None:
+            info["previews"] = self.engine.previews
             info["details"] = self.engine.describe()
         if self.scheduler is not None:
             info["load"] = self.scheduler.stats()

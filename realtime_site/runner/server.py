@@ -199,6 +199,7 @@ class Runner:
             max_buffering=self._max_buffering(query, int(defaults["buffering"])),
             timings=query.get("timings", ["0"])[-1] in ("1", "true"),
             report_drops=query.get("report_drops", ["0"])[-1] in ("1", "true"),
+            previews=query.get("previews", ["0"])[-1] in ("1", "true"),
             max_frame_bytes=self.config.max_frame_bytes,
             idle_timeout=defaults["session_timeout"],
         )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -31,6 +32,7 @@ from realtime_site.protocol import (
 )
 from realtime_site.runner.apps import RunnerApp
 from realtime_site.runner.engines import Engine, EngineOutput
+from realtime_site.runner.engines.base import OnPreview, Preview
 
 __all__ = ["Session", "SessionOptions"]
 
@@ -44,12 +46,16 @@ class SessionOptions:
     report_drops: bool = False  # send x-fal-message dropped when the buffer displaces an input
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     idle_timeout: float = 300.0
+    previews: bool = False  # send each intermediate image as a result marked "partial" (opt-in)
 
 
 @dataclass(frozen=True, slots=True)
 class _Job:
     request: ImageRequest
     encoding: Encoding
+    previews: bool = False
+    # Previews handed to the event loop, in order; the result goes out after them.
+    previews_sent: list[concurrent.futures.Future[None]] = field(default_factory=list)
 
 
 def _seed_of(request: ImageRequest) -> int:
@@ -57,16 +63,23 @@ def _seed_of(request: ImageRequest) -> int:
     return request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
 
 
-def _timed_infer(engine: Engine, request: ImageRequest, seed: int) -> tuple[EngineOutput, float]:
+def _timed_infer(
+    engine: Engine, request: ImageRequest, seed: int, on_preview: OnPreview | None
+) -> tuple[EngineOutput, float]:
     started = time.perf_counter()
-    output = engine.infer(request, seed)
+    if on_preview is None:
+        output = engine.infer(request, seed)
+    else:
+        output = engine.infer_with_previews(request, seed, on_preview)
     return output, time.perf_counter() - started
 
 
 Outcome = tuple[bytes | str, float] | ProtocolError
 
 
-def encode_result(job: _Job, output: EngineOutput, seed: int, seconds: float) -> tuple[bytes | str, float]:
+def encode_result(
+    job: _Job, output: EngineOutput, seed: int, seconds: float, step: tuple[int, int] | None = None
+) -> tuple[bytes | str, float]:
     payload = result_payload(
         job.request,
         image=output.image,
@@ -76,17 +89,20 @@ def encode_result(job: _Job, output: EngineOutput, seed: int, seconds: float) ->
         seed=seed,
         inference_seconds=seconds,
         encoding=job.encoding,
+        step=step,
     )
     return encode_frame(payload, job.encoding), seconds
 
 
-async def execute_one(app: RunnerApp, job: _Job) -> Outcome:
+async def execute_one(
+    app: RunnerApp, job: _Job, *, seed: int | None = None, on_preview: OnPreview | None = None
+) -> Outcome:
     """Run the engine on one input in a worker thread and encode the answer; never raises."""
     request = job.request
-    seed = _seed_of(request)
+    seed = _seed_of(request) if seed is None else seed
     loop = asyncio.get_running_loop()
     try:
-        output, seconds = await loop.run_in_executor(app.executor, _timed_infer, app.engine, request, seed)
+        output, seconds = await loop.run_in_executor(app.executor, _timed_infer, app.engine, request, seed, on_preview)
     except ProtocolError as exc:
         exc.request_id = request.request_id
         return exc
@@ -127,6 +143,7 @@ class Session:
         self.lane = app.scheduler.open_lane(options.max_buffering, self._execute, self._deliver)
         self.frames_in = 0
         self.results_out = 0
+        self.previews_out = 0
         self.errors = 0
 
     async def run(self) -> None:
@@ -149,10 +166,11 @@ class Session:
             watchdog.cancel()
             self.lane.close()
             log.info(
-                "connection closed: app=%s frames_in=%d results_out=%d errors=%d dropped=%d",
+                "connection closed: app=%s frames_in=%d results_out=%d previews_out=%d errors=%d dropped=%d",
                 self.app.app_id,
                 self.frames_in,
                 self.results_out,
+                self.previews_out,
                 self.errors,
                 self.lane.buffer.dropped,
             )
@@ -193,7 +211,7 @@ class Session:
             log.warning("app %s: frame not decodable: %s: %s", self.app.app_id, type(exc).__name__, exc)
             await self._send_error(ErrorCode.VALIDATION_ERROR, f"frame: cannot be decoded ({type(exc).__name__})")
             return
-        job = _Job(request, encoding)
+        job = _Job(request, encoding, previews=self.options.previews)
         if not self.lane.busy:  # nothing ahead of it: an answer that needs no work goes out at once
             outcome = self._answer_without_work(job)
             if outcome is not None:
@@ -220,9 +238,28 @@ class Session:
 
     async def _execute(self, job: _Job) -> Outcome:
         quick = self._answer_without_work(job)
-        return quick if quick is not None else await execute_one(self.app, job)
+        if quick is not None:
+            return quick
+        if not job.previews:
+            return await execute_one(self.app, job)
+        seed, started, loop = _seed_of(job.request), time.perf_counter(), asyncio.get_running_loop()
+
+        def on_preview(preview: Preview) -> None:  # in the worker thread: encoded there, sent by the loop
+            frame, _ = encode_result(
+                job, preview.output, seed, time.perf_counter() - started, (preview.step, preview.steps)
+            )
+            job.previews_sent.append(asyncio.run_coroutine_threadsafe(self._send_preview(frame), loop))
+
+        return await execute_one(self.app, job, seed=seed, on_preview=on_preview)
+
+    async def _send_preview(self, frame: bytes | str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.send(frame)
+            self.previews_out += 1
 
     async def _deliver(self, job: _Job, outcome: Outcome) -> None:
+        if job.previews_sent:  # the result comes after its previews
+            await asyncio.gather(*(asyncio.wrap_future(sent) for sent in job.previews_sent), return_exceptions=True)
         if isinstance(outcome, ProtocolError):
             await self._send_error(outcome.code, outcome.reason, outcome.request_id)
             return

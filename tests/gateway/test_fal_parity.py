@@ -1,5 +1,6 @@
 """Where fal's servers and ours meet (issue 19), through a real gateway and runner: JSON in binary
-frames, each app's own session settings, and close frames that carry their reason."""
+frames, each app's own session settings, close frames that carry their reason, and previews (several
+results for one input) for a client that asks."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ PATIENT = "test/patient=echo?delay_ms=300&workers=1&buffering=3&session_timeout=
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    stack = start_stack(tmp_path_factory.mktemp("parity"), [["--apps", f"local/echo,{PATIENT}"]])
+    stack = start_stack(tmp_path_factory.mktemp("parity"), [["--apps", f"local/echo,local/stylize,{PATIENT}"]])
     for name in ("fay", "vic"):
         make = f"get_user_model().objects.create_user({name!r}, password='pw-{name}-123456')"
         stack.manage("shell", "-c", f"from django.contrib.auth import get_user_model; {make}")
@@ -104,8 +105,12 @@ async def closed_record(stack: GatewayStack, username: str, app: str) -> dict:
 
 def test_healthz_reports_each_apps_session_settings(stack: GatewayStack) -> None:
     health = httpx.get(stack.runners[0].ws_base.replace("ws://", "http://") + "/healthz").json()
-    settings = {app["id"]: (app["buffering"], app["session_timeout"]) for app in health["apps"]}
-    assert settings == {"local/echo": (1, 300.0), "test/patient": (3, 2.0)}
+    settings = {app["id"]: (app["buffering"], app["session_timeout"], app["previews"]) for app in health["apps"]}
+    assert settings == {
+        "local/echo": (1, 300.0, False),
+        "local/stylize": (1, 300.0, True),
+        "test/patient": (3, 2.0, False),
+    }
 
 
 async def results_until_timeout(ws: ClientConnection, frames: int) -> tuple[list[str], dict]:
@@ -162,3 +167,28 @@ async def test_a_refusal_without_credentials_says_why_in_the_close_frame(stack: 
         with pytest.raises(ConnectionClosed):
             await recv(ws)
     assert (ws.close_code, ws.close_reason) == (4401, refusal["reason"])
+
+
+async def test_previews_come_before_each_result_for_a_client_that_asks(stack: GatewayStack) -> None:
+    fields = {"prompt": "mosaic", "image_bytes": DRAWING, "width": 128, "height": 128, "seed": 3}
+    async with (
+        await connect(stack, stack.vic, "local/stylize") as victim,
+        await connect(stack, stack.fay, "local/stylize", "previews=1") as ws,
+    ):
+        for rid in ("a", "b"):
+            await ws.send(pack(**fields, request_id=rid))
+            preview, result = await recv_result(ws), await recv_result(ws)
+            assert (preview["partial"], preview["step"], preview["steps"], preview["request_id"]) == (True, 1, 2, rid)
+            assert Image.open(io.BytesIO(preview["images"][0]["content"])).size == (32, 32)  # a quarter
+            assert "partial" not in result and result["request_id"] == rid and result["seed"] == 3
+            assert Image.open(io.BytesIO(result["images"][0]["content"])).size == (128, 128)
+        await ws.send(json.dumps({**fields, "image_bytes": None, "image_url": DATA_URL, "request_id": "t"}))
+        preview = await recv(ws)
+        assert preview["partial"] is True and preview["images"][0]["url"].startswith("data:image/jpeg;base64,")
+        assert "partial" not in await recv(ws)
+        # Another user's session, without previews, gets the same image and no preview.
+        await victim.send(pack(**fields, request_id="v"))
+        plain = await recv_result(victim)
+        assert "partial" not in plain and plain["images"][0]["content"] == result["images"][0]["content"]
+    record = await closed_record(stack, "fay", "local/stylize")
+    assert (record["frames_in"], record["results_out"], record["errors"]) == (3, 3, {})  # previews are no results

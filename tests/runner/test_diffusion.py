@@ -16,6 +16,7 @@ from PIL import Image
 from realtime_site.protocol import ImageRequest
 from realtime_site.runner.apps import AppState, RunnerApp
 from realtime_site.runner.config import AppSpec
+from realtime_site.runner.engines.base import Preview
 from tests.conftest import RunnerProcess, encode, start_runner
 from tests.runner.wsclient import open_ws, pack, recv_result
 
@@ -80,6 +81,17 @@ def test_the_same_prompt_does_not_run_the_text_encoder_again(engine: LcmEngine) 
     assert engine.prompt_encodings == before
 
 
+def test_previews_show_each_step_but_the_last_and_change_nothing(engine: LcmEngine) -> None:
+    shown: list[Preview] = []
+    final = engine.infer_with_previews(request(num_inference_steps=8, strength=0.5), 5, shown.append)
+    # 8 steps at strength 0.5 run 4 denoising steps: previews after steps 1 to 3, then the result.
+    assert [(p.step, p.steps) for p in shown] == [(1, 4), (2, 4), (3, 4)]
+    for preview in shown:
+        assert preview.output.content_type == "image/jpeg"
+        assert Image.open(io.BytesIO(preview.output.image)).size == (64, 64)
+    assert final.image == engine.infer(request(num_inference_steps=8, strength=0.5), 5).image
+
+
 def test_turbo_runs_at_least_one_step_whatever_the_strength(tiny: Path) -> None:
     engine = TurboEngine({"model": str(tiny)})
     engine.load()
@@ -137,3 +149,17 @@ async def test_end_to_end_through_the_runner(diffusion_runner: RunnerProcess) ->
     together = await asyncio.gather(*(one(seed) for seed in (7, 8, 9)))
     assert np.abs(pixels(together[0]) - pixels(first["images"][0]["content"])).max() <= 2
     assert len(set(together)) == 3
+
+
+async def test_previews_through_the_runner(diffusion_runner: RunnerProcess) -> None:
+    url = diffusion_runner.url("fal-ai/fast-lcm-diffusion", "previews=1")
+    fields = {"prompt": "a cat", "image_bytes": RED, "width": 64, "height": 64, "strength": 0.5, "seed": 7}
+    async with await open_ws(url) as ws:
+        await ws.send(pack(**fields, num_inference_steps=6, request_id="p"))
+        messages = [await recv_result(ws, timeout=120) for _ in range(3)]
+    assert [(m.get("partial"), m.get("step"), m.get("steps")) for m in messages] == [
+        (True, 1, 3),
+        (True, 2, 3),
+        (None, None, None),
+    ]
+    assert all(m["request_id"] == "p" and m["seed"] == 7 for m in messages)

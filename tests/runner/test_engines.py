@@ -13,6 +13,7 @@ from PIL import Image
 from realtime_site.protocol import ImageRequest, ValidationError
 from realtime_site.runner.apps import AppState, RunnerApp
 from realtime_site.runner.config import AppSpec
+from realtime_site.runner.engines.base import Preview
 from realtime_site.runner.engines.echo import EchoEngine
 from realtime_site.runner.engines.stylize import MODEL_FILE, StylizeEngine, packaged_model_dir
 from tests.conftest import drawing, encode
@@ -104,3 +105,14 @@ def test_echo_passes_matching_input_through_and_reencodes_otherwise() -> None:
     assert resized.content_type == "image/webp" and Image.open(io.BytesIO(resized.image)).size == (64, 64)
     with pytest.raises(ValidationError, match="truncated"):
         engine.infer(request(source[:-200]), seed=0)
+
+
+def test_stylize_previews_a_quarter_size_pass_and_the_result_is_unchanged() -> None:
+    engine = StylizeEngine({"threads": "1"})
+    engine.load()
+    request = ImageRequest(prompt="mosaic", image=encode(drawing(256, 192), "PNG"), width=256, height=192)
+    shown: list[Preview] = []
+    final = engine.infer_with_previews(request, 4, shown.append)
+    assert [(p.step, p.steps, p.output.width, p.output.height) for p in shown] == [(1, 2, 64, 48)]
+    assert Image.open(io.BytesIO(shown[0].output.image)).format == "JPEG"
+    assert final.image == engine.infer(request, 4).image

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from realtime_site.protocol import ImageRequest
-from realtime_site.runner.engines.base import EngineOutput, EngineUnavailable, ImageEngine, option_int
+from realtime_site.runner.engines.base import EngineOutput, EngineUnavailable, ImageEngine, ShowImage, option_int
 from realtime_site.runner.imaging import decode_image, encode_image
 
 __all__ = ["LcmEngine", "TurboEngine", "load_pipeline"]
@@ -136,13 +136,20 @@ class DiffusionEngine(ImageEngine):
             self._prompts.popitem(last=False)
         return self._prompts[key]
 
-    def transform(self, image: Image.Image, request: ImageRequest, seed: int) -> Image.Image:
-        return self.transform_batch([image], [request], [seed])[0]
+    def transform(
+        self, image: Image.Image, request: ImageRequest, seed: int, show: ShowImage | None = None
+    ) -> Image.Image:
+        return self.transform_batch([image], [request], [seed], show)[0]
 
     def transform_batch(
-        self, images: list[Image.Image], requests: list[ImageRequest], seeds: list[int]
+        self,
+        images: list[Image.Image],
+        requests: list[ImageRequest],
+        seeds: list[int],
+        show: ShowImage | None = None,
     ) -> list[Image.Image]:
-        """One pipeline call for inputs that share ``batch_key``; each keeps its own prompt and seed."""
+        """One pipeline call for inputs that share ``batch_key``; each keeps its own prompt and seed.
+        ``show`` (one input only) gets the image after each denoising step but the last."""
         import torch
 
         first = requests[0]
@@ -160,6 +167,8 @@ class DiffusionEngine(ImageEngine):
             kwargs["pooled_prompt_embeds"] = torch.cat([e[2] for e in encoded])
             if guided:
                 kwargs["negative_pooled_prompt_embeds"] = torch.cat([e[3] for e in encoded])
+        if show is not None:
+            kwargs["callback_on_step_end"] = self._previewer(show)
         generators = [torch.Generator(device=self.device_name).manual_seed(seed) for seed in seeds]
         with torch.inference_mode():
             result = self._pipe(
@@ -175,6 +184,21 @@ class DiffusionEngine(ImageEngine):
             img.resize((r.width, r.height)) if img.size != (r.width, r.height) else img
             for img, r in zip(result.images, requests, strict=True)
         ]
+
+    def _previewer(self, show: ShowImage) -> Any:
+        """A diffusers step callback that decodes the latents with the pipeline's own decoder (the
+        fast TAESD one when ``taesd`` is set) and shows them, for every step but the last."""
+
+        def on_step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            steps = int(getattr(pipe, "num_timesteps", 0) or 0)
+            if index + 1 < steps:
+                vae = pipe.vae
+                latents = tensors["latents"] / getattr(vae.config, "scaling_factor", 1.0)
+                decoded = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+                show(pipe.image_processor.postprocess(decoded, output_type="pil")[0], index + 1, steps)
+            return tensors
+
+        return on_step_end
 
     def batch_key(self, request: ImageRequest) -> tuple[Any, ...]:
         """Inputs with the same key can share one pipeline call."""
