@@ -64,7 +64,9 @@ def _app_path(app: str) -> tuple[str, str | None]:
     return "/".join(parts[:2]), ("/".join(parts[2:]) or None)
 
 
-def _resolve(app: str, base_url: str | None, key: str | None, path: str, max_buffering: int | None) -> _Target:
+def _resolve(
+    app: str, base_url: str | None, key: str | None, path: str, max_buffering: int | None, previews: bool = False
+) -> _Target:
     base = (base_url or os.environ.get("REALTIME_BASE_URL") or "").rstrip("/")
     if not base:
         raise ValueError("no server: pass base_url= or set REALTIME_BASE_URL (e.g. http://localhost:8000)")
@@ -76,11 +78,16 @@ def _resolve(app: str, base_url: str | None, key: str | None, path: str, max_buf
     app_id, app_path = _app_path(app)
     sub = app_path if app_path is not None else path.strip("/")
     ws_url = f"{'wss' if secure else 'ws'}://{parts.netloc}{parts.path}/{app_id}" + (f"/{sub}" if sub else "")
+    query: dict[str, Any] = {}
     if max_buffering is not None:
         low, high = MAX_BUFFERING_RANGE
         if not low <= max_buffering <= high:
             raise ValueError(f"max_buffering must be between {low} and {high} (inclusive)")
-        ws_url += "?" + urlencode({"max_buffering": max_buffering})
+        query["max_buffering"] = max_buffering
+    if previews:
+        query["previews"] = 1
+    if query:
+        ws_url += "?" + urlencode(query)
     api_key = key or os.environ.get("REALTIME_KEY") or os.environ.get("FAL_KEY")
     if not api_key:
         raise ValueError("no API key: pass key= or set REALTIME_KEY (python manage.py create_api_key USER)")
@@ -134,6 +141,11 @@ def _encode(message: dict[str, Any], encoder: Encoder | None) -> bytes:
     return encoder(message) if encoder else msgpack.packb(message, use_bin_type=True)
 
 
+def _decode_binary(message: bytes) -> Any:
+    """msgpack, or JSON when the message begins with ``{`` (the answer to JSON sent in binary frames)."""
+    return json.loads(message) if message[:1] == b"{" else msgpack.unpackb(message, raw=False)
+
+
 def _decode(message: bytes | str, decoder: Decoder | None) -> dict[str, Any] | None:
     """A result, or None for a meta message; raises RealtimeError for an x-fal-error."""
     if isinstance(message, str):
@@ -142,7 +154,7 @@ def _decode(message: bytes | str, decoder: Decoder | None) -> dict[str, Any] | N
         except ValueError:
             return {"type": "text", "payload": message}
     else:
-        payload = decoder(message) if decoder else msgpack.unpackb(message, raw=False)
+        payload = decoder(message) if decoder else _decode_binary(message)
     if isinstance(payload, dict):
         if payload.get("type") == "x-fal-error":
             raise RealtimeError(str(payload.get("error", "UNKNOWN_ERROR")), str(payload.get("reason", "")), payload)
@@ -239,12 +251,13 @@ def realtime(
     key: str | None = None,
     path: str = "/realtime",
     max_buffering: int | None = None,
+    previews: bool = False,
     token_expiration: int = DEFAULT_TOKEN_EXPIRATION,
     use_jwt: bool = True,
     encode_message: Encoder | None = None,
     decode_message: Decoder | None = None,
 ) -> Iterator[RealtimeConnection]:
-    target = _resolve(app, base_url, key, path, max_buffering)
+    target = _resolve(app, base_url, key, path, max_buffering, previews)
     url, headers = target.ws_url, target.headers
     if use_jwt:
         url, headers = _with_token(url, _fetch_token(target, token_expiration)), {}
@@ -264,12 +277,13 @@ async def realtime_async(
     key: str | None = None,
     path: str = "/realtime",
     max_buffering: int | None = None,
+    previews: bool = False,
     token_expiration: int = DEFAULT_TOKEN_EXPIRATION,
     use_jwt: bool = True,
     encode_message: Encoder | None = None,
     decode_message: Decoder | None = None,
 ) -> AsyncIterator[AsyncRealtimeConnection]:
-    target = _resolve(app, base_url, key, path, max_buffering)
+    target = _resolve(app, base_url, key, path, max_buffering, previews)
     url, headers = target.ws_url, target.headers
     if use_jwt:
         url, headers = _with_token(url, await _fetch_token_async(target, token_expiration)), {}

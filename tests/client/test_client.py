@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import signal
 import subprocess
@@ -61,6 +63,23 @@ async def test_async_client_iterates_over_results(stack: GatewayStack, use_jwt: 
             if len(seen) == 3:
                 break
     assert seen == [0, 1, 2]
+
+
+def test_previews_and_json_in_binary_frames(stack: GatewayStack) -> None:
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    as_json = {**frame(request_id="j", image_url=url), "image_bytes": None}
+    with realtime(
+        "local/stylize",
+        base_url=stack.http,
+        key=stack.key,
+        previews=True,
+        encode_message=lambda message: json.dumps(message).encode(),  # JSON in binary frames, as fal's codecs
+    ) as connection:
+        connection.send(as_json)
+        preview, result = connection.recv(), connection.recv()
+    assert preview is not None and (preview["partial"], preview["step"], preview["steps"]) == (True, 1, 2)
+    assert result is not None and "partial" not in result and result["request_id"] == "j"
+    assert result_image(result).size == (128, 128)  # from the data URL a JSON result carries
 
 
 def test_environment_defaults_and_custom_decoding(stack: GatewayStack, monkeypatch: pytest.MonkeyPatch) -> None:
