@@ -115,7 +115,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    "realtime_site.static_files.FrontendStaticFiles",  # django.contrib.staticfiles, serving less
     "channels",
     "axes",
     "realtime_site.accounts",
@@ -199,7 +199,12 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "frontend"]
+FRONTEND_DIR = BASE_DIR / "frontend"
+SERVED_PACKAGES = ("@msgpack/msgpack", "uplot")  # the npm packages the pages import (gateway/checks.py)
+STATICFILES_DIRS = [
+    FRONTEND_DIR,  # without node_modules (static_files.py); the packages under their own paths:
+    *((f"node_modules/{package}", FRONTEND_DIR / "node_modules" / package) for package in SERVED_PACKAGES),
+]
 STATIC_ROOT = VAR_DIR / "static"  # collectstatic's output, served by whitenoise
 STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
