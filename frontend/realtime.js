@@ -10,15 +10,21 @@ import { encode, decode } from "@msgpack/msgpack";
 const DEFAULT_THROTTLE_INTERVAL = 128;
 const BACKOFF_INITIAL_MS = 250;
 const BACKOFF_MAX_MS = 8000;
-const NORMAL_CLOSURE = 1000;
-const UNAUTHORIZED_CLOSE = 4401;
-/** Refusals that another try will not fix: reported once, the held input is dropped, no retry loop. */
-const FATAL_CLOSE_CODES = new Set([4400, 4403, 4404, 4503]);
-const FATAL_ERRORS = new Set(["FORBIDDEN", "APP_UNAVAILABLE", "QUOTA_EXCEEDED"]);
-const ERROR_STATUS = {
+// The wire contract's names and numbers, as realtime_site/protocol.py defines them
+// (tests/test_wire_contract.py checks that they agree).
+export const CLOSE_CODE = Object.freeze({
+  NORMAL: 1000, BAD_REQUEST: 4400, UNAUTHORIZED: 4401, FORBIDDEN: 4403, NOT_FOUND: 4404, UNAVAILABLE: 4503,
+});
+export const MAX_BUFFERING_RANGE = Object.freeze([1, 60]);
+export const ERROR_STATUS = Object.freeze({
   UNAUTHORIZED: 401, FORBIDDEN: 403, PAYLOAD_TOO_LARGE: 413, RATE_LIMITED: 429, QUOTA_EXCEEDED: 429,
   INTERNAL_ERROR: 500, APP_UNAVAILABLE: 503, RUNNER_UNAVAILABLE: 503,
-};
+});
+/** Refusals that another try will not fix: reported once, the held input is dropped, no retry loop. */
+export const FATAL_CLOSE_CODES = new Set([
+  CLOSE_CODE.BAD_REQUEST, CLOSE_CODE.FORBIDDEN, CLOSE_CODE.NOT_FOUND, CLOSE_CODE.UNAVAILABLE,
+]);
+export const FATAL_ERRORS = new Set(["FORBIDDEN", "APP_UNAVAILABLE", "QUOTA_EXCEEDED"]);
 
 /**
  * @typedef {"idle" | "connecting" | "open" | "closed" | "error"} ConnectionStatus
@@ -64,8 +70,8 @@ function defaultBaseUrl() {
  * @param {{baseUrl?: string, token?: string, maxBuffering?: number, path?: string}} options
  */
 export function buildRealtimeUrl(app, { baseUrl, token, maxBuffering, path } = {}) {
-  if (maxBuffering !== undefined && !(maxBuffering >= 1 && maxBuffering <= 60)) {
-    throw new Error("The `maxBuffering` must be between 1 and 60 (inclusive)");
+  if (maxBuffering !== undefined && !(maxBuffering >= MAX_BUFFERING_RANGE[0] && maxBuffering <= MAX_BUFFERING_RANGE[1])) {
+    throw new Error(`The \`maxBuffering\` must be between ${MAX_BUFFERING_RANGE[0]} and ${MAX_BUFFERING_RANGE[1]} (inclusive)`);
   }
   const base = (baseUrl ?? defaultBaseUrl()).replace(/^http/, "ws").replace(/\/+$/, "");
   const query = new URLSearchParams();
@@ -312,11 +318,11 @@ class Connection {
     this.state = "idle";
     clearTimeout(this.refreshTimer);
     const code = event.code;
-    if (code === UNAUTHORIZED_CLOSE) {
+    if (code === CLOSE_CODE.UNAUTHORIZED) {
       socket.unauthorized = true;
       this.discardToken();
     }
-    if (code !== NORMAL_CLOSURE && !socket.explained) {
+    if (code !== CLOSE_CODE.NORMAL && !socket.explained) {
       const reason = event.reason || (socket.opened ? `connection closed with code ${code}` : "could not connect");
       safeCall(this.options.onError, realtimeError("CONNECTION_CLOSED", reason, { status: code }));
     }
@@ -325,7 +331,7 @@ class Connection {
     } else if (socket.unauthorized) {
       this.authFailures += 1;
       this.fail({ retry: this.authFailures < 2 }); // a fresh token refused too: wait for the next send
-    } else if (code !== NORMAL_CLOSURE || !socket.opened) {
+    } else if (code !== CLOSE_CODE.NORMAL || !socket.opened) {
       this.fail({ retry: true });
     } else {
       this.lastSent = undefined;
@@ -383,7 +389,7 @@ class Connection {
     const ws = this.ws;
     this.ws = undefined;
     this.state = "idle";
-    if (ws) ws.close(NORMAL_CLOSURE);
+    if (ws) ws.close(CLOSE_CODE.NORMAL);
     if (connectionCache.get(this.key) === this) connectionCache.delete(this.key);
     this.setStatus("closed");
   }
@@ -397,8 +403,8 @@ class Connection {
  */
 export function connect(app, options = {}) {
   const { maxBuffering } = options;
-  if (maxBuffering !== undefined && !(maxBuffering >= 1 && maxBuffering <= 60)) {
-    throw new Error("The `maxBuffering` must be between 1 and 60 (inclusive)");
+  if (maxBuffering !== undefined && !(maxBuffering >= MAX_BUFFERING_RANGE[0] && maxBuffering <= MAX_BUFFERING_RANGE[1])) {
+    throw new Error(`The \`maxBuffering\` must be between ${MAX_BUFFERING_RANGE[0]} and ${MAX_BUFFERING_RANGE[1]} (inclusive)`);
   }
   ensureEndpointIdFormat(app);
   if (options.baseUrl === undefined) defaultBaseUrl(); // throws early outside a page

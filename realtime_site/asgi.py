@@ -16,8 +16,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from realtime_site.gateway import checks, lifecycle  # noqa: E402
-from realtime_site.gateway.routing import websocket_urlpatterns  # noqa: E402
 from realtime_site.memory import return_large_buffers_to_the_os  # noqa: E402
+from realtime_site.routing import websocket_urlpatterns  # noqa: E402
 
 lifecycle.install()
 return_large_buffers_to_the_os()

@@ -1,4 +1,4 @@
-"""Django settings, read from the environment (PROTOCOL.md section 6).
+"""Django settings, read from the environment (docs/protocol.md section 7).
 
 No secret lives in the repository: without ``DJANGO_SECRET_KEY`` a random key is generated once
 into ``var/secret_key`` (git-ignored) for local use; production sets the variable.
@@ -78,7 +78,7 @@ CHANNEL_LAYERS = {
     )
 }
 
-# Realtime tokens (PROTOCOL.md section 4). The signing key defaults to one derived from SECRET_KEY.
+# Realtime tokens (docs/protocol.md section 4). The signing key defaults to one derived from SECRET_KEY.
 REALTIME_JWT_SECRET = os.environ.get("REALTIME_JWT_SECRET") or None
 REALTIME_TOKEN_MAX_LIFETIME = min(3600, int(os.environ.get("REALTIME_TOKEN_MAX_LIFETIME", "120")))
 REALTIME_JWT_LEEWAY = 5  # seconds of clock skew tolerated on exp / nbf / iat
@@ -121,6 +121,7 @@ INSTALLED_APPS = [
     "realtime_site.accounts",
     "realtime_site.usage",
     "realtime_site.gateway",
+    "realtime_site.staff",
 ]
 
 MIDDLEWARE = [

@@ -6,8 +6,8 @@ from django.urls import path
 
 from realtime_site.accounts import views as accounts
 from realtime_site.gateway import views as gateway
-from realtime_site.usage import dashboard
-from realtime_site.usage import views as usage
+from realtime_site.staff import dashboard
+from realtime_site.staff import views as staff
 
 urlpatterns = [
     path("", gateway.draw, name="home"),
@@ -17,7 +17,7 @@ urlpatterns = [
     path("tokens/", accounts.tokens, name="tokens"),
     path("api/fal/token", accounts.fal_token, name="fal-token"),
     path("api/fal/proxy", accounts.fal_proxy, name="fal-proxy"),
-    path("metrics", usage.metrics, name="metrics"),
+    path("metrics", staff.metrics, name="metrics"),
     path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="usage-dashboard"),
     path("admin/dashboard/data", admin.site.admin_view(dashboard.dashboard_data), name="usage-dashboard-data"),
     path("admin/dashboard/export.csv", admin.site.admin_view(dashboard.export_csv), name="usage-export"),

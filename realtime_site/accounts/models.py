@@ -24,10 +24,6 @@ class ApiKey(models.Model):
     def __str__(self) -> str:
         return f"{self.key_id} ({self.user})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
 
 class IssuedToken(models.Model):
     """A realtime JWT we issued; ``jti`` identifies it for revocation and usage."""

@@ -1,8 +1,9 @@
 """Revocation that cascades, in one place.
 
 A revoked or deleted key takes every token it minted with it; a revoked or deleted token, and a
-deactivated or deleted user, lose their live connections on every gateway process. Connections are
-closed once the database change is committed, so a client that reconnects at once is refused.
+deactivated or deleted user, lose their live connections on every gateway process. Once the
+database change is committed (so a client that reconnects at once is refused), ``credentials_revoked``
+is sent; the gateway listens to it and closes the connections (accounts never import the gateway).
 
 Bulk code revokes with :func:`revoke_keys` / :func:`revoke_tokens` (``QuerySet.update`` sends no
 signal); single saves and deletes reach the same functions through ``accounts.signals``.
@@ -15,15 +16,16 @@ from datetime import datetime
 
 from django.db import transaction
 from django.db.models import QuerySet
+from django.dispatch import Signal
 from django.utils import timezone
 
 from realtime_site.accounts.models import ApiKey, IssuedToken
-from realtime_site.gateway.actions import close_groups, close_user_connections
-from realtime_site.gateway.admission import CloseCode
-from realtime_site.gateway.groups import key_group, token_group
-from realtime_site.protocol import ErrorCode
 
-__all__ = ["keys_gone", "revoke_keys", "revoke_tokens", "tokens_gone", "user_gone"]
+__all__ = ["credentials_revoked", "keys_gone", "revoke_keys", "revoke_tokens", "tokens_gone", "user_gone"]
+
+# Sent after the commit, with ``users`` (ids), ``keys`` (API key ids), ``tokens`` (jtis), all lists,
+# and ``reason`` (what the client is told): every live connection of any of them must close.
+credentials_revoked = Signal()
 
 
 def revoke_keys(keys: QuerySet[ApiKey]) -> int:
@@ -57,27 +59,25 @@ def keys_gone(pks: Iterable[int], how: str, *, now: datetime | None = None) -> N
     IssuedToken.objects.filter(jti__in=jtis).update(revoked_at=now or timezone.now())
 
     def close() -> None:
-        _close([key_group(pk) for pk in pks], f"this API key was {how}")
-        _close([token_group(jti) for jti in jtis], f"the API key that issued this token was {how}")
+        _announce(keys=pks, reason=f"this API key was {how}")
+        _announce(tokens=jtis, reason=f"the API key that issued this token was {how}")
 
     transaction.on_commit(close)
 
 
 def tokens_gone(jtis: Iterable[str], how: str) -> None:
     """The tokens were revoked or deleted (``how``): close their connections once committed."""
-    groups = [token_group(jti) for jti in jtis]
-    if groups:
-        transaction.on_commit(lambda: _close(groups, f"this token was {how}"))
+    jtis = list(jtis)
+    if jtis:
+        transaction.on_commit(lambda: _announce(tokens=jtis, reason=f"this token was {how}"))
 
 
 def user_gone(user_id: int, how: str) -> None:
     """The user was deactivated or deleted (``how``): close all their sessions once committed."""
-    transaction.on_commit(
-        lambda: close_user_connections(
-            user_id, f"your account was {how}", error=ErrorCode.UNAUTHORIZED, close_code=CloseCode.UNAUTHORIZED
-        )
-    )
+    transaction.on_commit(lambda: _announce(users=[user_id], reason=f"your account was {how}"))
 
 
-def _close(groups: list[str], reason: str) -> None:
-    close_groups(groups, ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
+def _announce(*, users: Iterable[int] = (), keys: Iterable[int] = (), tokens: Iterable[str] = (), reason: str) -> None:
+    users, keys, tokens = list(users), list(keys), list(tokens)
+    if users or keys or tokens:
+        credentials_revoked.send(sender=ApiKey, users=users, keys=keys, tokens=tokens, reason=reason)

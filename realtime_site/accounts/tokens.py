@@ -1,4 +1,4 @@
-"""Realtime tokens (PROTOCOL.md section 4): short-lived HS256 JWTs naming the app aliases they allow.
+"""Realtime tokens (docs/protocol.md section 4): short-lived HS256 JWTs naming the app aliases they allow.
 
 Claims: ``sub`` (user id), ``apps`` (aliases), ``iat``, ``nbf``, ``exp``, ``jti``, ``iss``. Every
 issued token is recorded (``IssuedToken``) so it can be revoked by ``jti``; a token we have no
@@ -50,7 +50,7 @@ class TokenRefused(Exception):
 @dataclass(frozen=True)
 class TokenGrant:
     jti: str
-    user_id: int
+    user_id: int  # the ``sub`` claim; check_token requires it to be the user of the token's record
     apps: tuple[str, ...]
 
 
@@ -144,6 +144,8 @@ def check_token(token: str, alias: str) -> tuple[TokenGrant, IssuedToken]:
         raise TokenRefused("token was not issued by this server")
     if record.revoked_at is not None:
         raise TokenRefused("token was revoked")
+    if record.user_id != grant.user_id:  # signed by us, yet naming another user than its record
+        raise TokenRefused("token's sub claim does not match the token it names")
     # A key takes its tokens with it, even where the cascade has not reached (a bulk update, a race).
     if record.source == IssuedToken.Source.API_KEY and record.api_key is None:
         raise TokenRefused("the API key that issued this token was deleted")

@@ -1,4 +1,4 @@
-"""Token endpoints (PROTOCOL.md section 4): ``POST /tokens/``, ``GET /api/fal/token``, ``POST /api/fal/proxy``."""
+"""Token endpoints (docs/protocol.md section 4): ``POST /tokens/``, ``GET /api/fal/token``, ``POST /api/fal/proxy``."""
 
 from __future__ import annotations
 

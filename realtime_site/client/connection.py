@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidH
 from websockets.sync.client import ClientConnection as SyncSocket
 from websockets.sync.client import connect as connect_sync
 
+from realtime_site.protocol import MAX_BUFFERING_RANGE, alias_of, normalise_app_id
+
 __all__ = ["AsyncRealtimeConnection", "RealtimeConnection", "RealtimeError", "realtime", "realtime_async"]
 
 DEFAULT_TOKEN_EXPIRATION = 120
 OPEN_TIMEOUT = 30.0
-MAX_BUFFERING_RANGE = (1, 60)
-_NUMBERED_APP = re.compile(r"^([0-9]+)-([A-Za-z0-9-]+)$")
 
 Encoder = Callable[[Any], bytes]
 Decoder = Callable[[bytes], Any]
@@ -57,8 +56,7 @@ class _Target:
 
 def _app_path(app: str) -> tuple[str, str | None]:
     """``owner/alias[/path]`` (or ``NUMBER-alias``) to ``("owner/alias", "path" or None)``."""
-    match = _NUMBERED_APP.match(app)
-    parts = f"{match[1]}/{match[2]}".split("/") if match else app.strip("/").split("/")
+    parts = normalise_app_id(app).strip("/").split("/")
     if len(parts) < 2 or not all(parts[:2]):
         raise ValueError(f"invalid app id {app!r}: expected OWNER/ALIAS")
     return "/".join(parts[:2]), ("/".join(parts[2:]) or None)
@@ -91,7 +89,7 @@ def _resolve(
     api_key = key or os.environ.get("REALTIME_KEY") or os.environ.get("FAL_KEY")
     if not api_key:
         raise ValueError("no API key: pass key= or set REALTIME_KEY (python manage.py create_api_key USER)")
-    return _Target(ws_url, http_base, app_id.split("/", 1)[1], {"Authorization": f"Key {api_key}"})
+    return _Target(ws_url, http_base, alias_of(app_id), {"Authorization": f"Key {api_key}"})
 
 
 def _with_token(url: str, token: str) -> str:

@@ -16,11 +16,16 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from realtime_site.gateway.admission import CloseCode
 from realtime_site.gateway.groups import key_group, token_group, user_group
-from realtime_site.protocol import ErrorCode
+from realtime_site.protocol import CloseCode, ErrorCode
 
-__all__ = ["close_groups", "close_key_connections", "close_token_connections", "close_user_connections"]
+__all__ = [
+    "close_groups",
+    "close_key_connections",
+    "close_revoked",
+    "close_token_connections",
+    "close_user_connections",
+]
 
 log = logging.getLogger("realtime_site.gateway")
 SEND_TIMEOUT = 5.0  # seconds for one batch of group sends; then the layer counts as away
@@ -65,7 +70,7 @@ def close_groups(groups: Iterable[str], error: ErrorCode, reason: str, close_cod
         return
     if layer is None:
         return
-    message = {"type": "realtime.kick", "error": error.value, "reason": reason, "close_code": close_code}
+    message = {"type": "realtime.kick", "error": error.value, "reason": reason, "close_code": int(close_code)}
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -97,3 +102,11 @@ def close_key_connections(api_key_id: int, reason: str = "this API key was revok
 
 def close_token_connections(jti: str, reason: str = "this token was revoked") -> None:
     close_groups([token_group(jti)], ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
+
+
+def close_revoked(
+    sender: Any, *, users: list[int], keys: list[int], tokens: list[str], reason: str, **kwargs: Any
+) -> None:
+    """``accounts.revocation.credentials_revoked``: close those credentials' connections (4401)."""
+    groups = [user_group(u) for u in users] + [key_group(k) for k in keys] + [token_group(t) for t in tokens]
+    close_groups(groups, ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)

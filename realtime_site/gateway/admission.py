@@ -1,4 +1,4 @@
-"""Who may open a realtime connection, to which app (PROTOCOL.md section 4). Runs once at connect.
+"""Who may open a realtime connection, to which app (docs/protocol.md section 4). Runs once at connect.
 
 Credentials, in order: ``fal_jwt_token`` in the query; ``Authorization: Key id:secret``; the Django
 session cookie, only from an allowed Origin (no cross-site WebSocket hijacking). A credential that
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -19,13 +19,19 @@ from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_header
 from realtime_site.accounts.models import ApiKey, IssuedToken
 from realtime_site.accounts.tokens import TokenRefused, app_allowed, check_token
-from realtime_site.protocol import ErrorCode, ValidationError, parse_app_path, parse_max_buffering
+from realtime_site.protocol import (
+    AppPath,
+    CloseCode,
+    ErrorCode,
+    Refusal,
+    SessionQuery,
+    ValidationError,
+    parse_app_path,
+)
 from realtime_site.usage.models import AuthMethod
 
 __all__ = [
     "Admission",
-    "CloseCode",
-    "Refused",
     "admit",
     "app_path_of",
     "has_credentials",
@@ -35,45 +41,19 @@ __all__ = [
 ]
 
 
-class CloseCode:
-    BAD_REQUEST = 4400
-    UNAUTHORIZED = 4401
-    FORBIDDEN = 4403
-    NOT_FOUND = 4404
-    STALLED = 4408  # results not read for REALTIME_STALLED_CLIENT_SECONDS
-    TOO_MANY = 4429
-    UNAVAILABLE = 4503
-
-
-class Refused(Exception):
-    def __init__(self, code: ErrorCode, reason: str, close_code: int):
-        super().__init__(reason)
-        self.code, self.reason, self.close_code = code, reason, close_code
-
-
 @dataclass(frozen=True)
 class Admission:
     user: AbstractBaseUser
     app_id: str
     sub_path: str
     auth_method: str
-    max_buffering: int | None  # None: the app's own default (its runners report it)
-    timings: bool
-    previews: bool = False  # the client asked for intermediate images (results marked "partial")
+    session: SessionQuery  # max_buffering (None: the app's default), timings, previews
     api_key_id: int | None = None
     key_id: str = ""  # the API key's public id
     token_id: str | None = None
 
-    @property
-    def alias(self) -> str:
-        return self.app_id.split("/", 1)[1]
 
-
-# The query parameters a session reads; each may be given once (an empty value is a value).
-SESSION_PARAMETERS = ("fal_jwt_token", "max_buffering", "timings", "previews")
-
-
-def app_path_of(scope: dict[str, Any]) -> tuple[str, str]:
+def app_path_of(scope: dict[str, Any]) -> AppPath:
     """The app id and sub-path, from the path as it was sent (``raw_path``): a percent-encoded
     ``/`` or anything else encoded is refused, never decoded into a different path."""
     raw = scope.get("raw_path")
@@ -81,18 +61,15 @@ def app_path_of(scope: dict[str, Any]) -> tuple[str, str]:
     try:
         return parse_app_path(path)
     except ValueError as exc:
-        raise Refused(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
+        raise Refusal(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
 
 
-def session_query(scope: dict[str, Any]) -> dict[str, str]:
-    """The session's query parameters; a repeated one is refused (which of two tokens would count?)."""
-    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    query: dict[str, str] = {}
-    for name, value in pairs:
-        if name in SESSION_PARAMETERS and name in query:
-            raise Refused(ErrorCode.VALIDATION_ERROR, f"{name}: given more than once", CloseCode.BAD_REQUEST)
-        query.setdefault(name, value)
-    return query
+def session_query(scope: dict[str, Any]) -> SessionQuery:
+    """The session's query parameters; a repeated one or a bad ``max_buffering`` is refused (4400)."""
+    try:
+        return SessionQuery.parse(scope.get("query_string", b"").decode("latin-1"))
+    except ValidationError as exc:
+        raise Refusal(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
 
 
 def has_credentials(scope: dict[str, Any]) -> bool:
@@ -160,38 +137,27 @@ def _normal_origin(origin: str) -> str | None:
     return f"{scheme}://{url.hostname.lower()}:{port}"
 
 
-def _unauthorized(reason: str) -> Refused:
-    return Refused(ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
+def _unauthorized(reason: str) -> Refusal:
+    return Refusal(ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
 
 
-def _forbidden(reason: str) -> Refused:
-    return Refused(ErrorCode.FORBIDDEN, reason, CloseCode.FORBIDDEN)
+def _forbidden(reason: str) -> Refusal:
+    return Refusal(ErrorCode.FORBIDDEN, reason, CloseCode.FORBIDDEN)
 
 
 def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admission:
     """Admit or refuse (sync: runs in the database thread; at most a few indexed reads)."""
-    app_id, sub_path = app_path_of(scope)
-    alias = app_id.split("/", 1)[1]
+    path = app_path_of(scope)
+    app_id, alias = path.app_id, path.alias
     query = session_query(scope)
-    try:
-        raw_buffering = query.get("max_buffering")
-        max_buffering = None if raw_buffering is None else parse_max_buffering(raw_buffering)
-    except ValidationError as exc:
-        raise Refused(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
-    common = {
-        "app_id": app_id,
-        "sub_path": sub_path,
-        "max_buffering": max_buffering,
-        "timings": query.get("timings", "0") in ("1", "true"),
-        "previews": query.get("previews", "0") in ("1", "true"),
-    }
-    token = query.get("fal_jwt_token")
+    common = {"app_id": app_id, "sub_path": path.sub_path, "session": query}
+    token = query.fal_jwt_token
     authorization = _header(scope, b"authorization")
     address = str((scope.get("client") or ("",))[0])  # the proxy's client with daphne's --proxy-headers
     if token is not None or authorization is not None:
         wait = failures.blocked(address)
         if wait is not None:  # refused before the credential is even looked at
-            raise Refused(ErrorCode.RATE_LIMITED, failures.describe(wait), CloseCode.TOO_MANY)
+            raise Refusal(ErrorCode.RATE_LIMITED, failures.describe(wait), CloseCode.TOO_MANY)
     if token is not None:
         try:
             grant, record = check_token(token, alias)

@@ -116,7 +116,7 @@ class ResultOutbox:
         if not self.paused and not self.queue:
             await self._send(message)
 
-    async def message(self, message: str) -> None:
+    async def message(self, message: bytes | str) -> None:
         """Send an error or meta message now, or hold the newest ``META_CAPACITY`` of them."""
         if not self.paused and not self.queue:
             await self._send(message)

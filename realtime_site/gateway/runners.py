@@ -14,23 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import websockets
 from django.conf import settings
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from realtime_site.protocol import ErrorCode
 
 __all__ = ["NoRunner", "RunnerPool", "RunnerState", "get_pool"]
 
 log = logging.getLogger("realtime_site.gateway")
+UPSTREAM_OPEN_TIMEOUT = 5.0
 
 
 class NoRunner(Exception):
-    """No runner can take this app now; ``code`` is APP_UNAVAILABLE or RUNNER_UNAVAILABLE."""
+    """No runner can take this app's session now; ``code`` says why to the client (APP_UNAVAILABLE,
+    RUNNER_UNAVAILABLE, or INTERNAL_ERROR for a handshake that failed for no fault of the runner)."""
 
     def __init__(self, code: ErrorCode, reason: str, *, known: bool):
         super().__init__(reason)
@@ -41,7 +45,6 @@ class NoRunner(Exception):
 class RunnerState:
     url: str  # ws://host:port
     healthy: bool = False
-    checked_at: float = 0.0
     error: str | None = None
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)  # app id -> healthz entry
     remote_connections: int = 0  # as the runner reported it
@@ -104,7 +107,6 @@ class RunnerPool:
             if runner.healthy:
                 log.warning("runner %s is down: %s", runner.url, exc)
             runner.healthy, runner.error = False, f"{type(exc).__name__}: {exc}"
-        runner.checked_at = time.monotonic()
 
     def check_soon(self, url: str) -> None:
         """Check one runner's health now (at most one check in flight per runner): after a session
@@ -157,6 +159,48 @@ class RunnerPool:
         if any(app_id in r.apps for r in self.runners):
             raise NoRunner(ErrorCode.RUNNER_UNAVAILABLE, f"no runner serving {app_id!r} is up", known=True)
         raise NoRunner(ErrorCode.APP_UNAVAILABLE, f"no app {app_id!r} on this server", known=False)
+
+    async def open_session(
+        self, app_id: str, target: str, *, avoid: str | None = None
+    ) -> tuple[ClientConnection, RunnerState]:
+        """A WebSocket session at ``target`` (``app/path?query``) on the least-loaded runner with the
+        app, trying the next when one cannot be reached or is draining (and marking it down); a runner
+        that answers but refuses ends the search. Raises ``NoRunner``."""
+        headers = {"Authorization": f"Bearer {settings.RUNNER_SECRET}"} if settings.RUNNER_SECRET else {}
+        for _ in range(len(self.runners)):
+            runner = self.choose(app_id, avoid=avoid)
+            runner.local_sessions += 1  # counted before the await, so sessions opening together spread out
+            try:
+                ws = await websockets.connect(
+                    f"{runner.url}/{target}",
+                    additional_headers=headers,
+                    compression=None,
+                    max_size=None,  # the runner enforces its own cap
+                    open_timeout=UPSTREAM_OPEN_TIMEOUT,
+                    ping_interval=20,
+                )
+            except (OSError, TimeoutError) as exc:  # refused or no answer: the runner's own failure
+                runner.local_sessions -= 1
+                self.mark_down(runner.url, f"cannot connect: {exc}")
+                avoid = runner.url
+                continue
+            except InvalidStatus as exc:  # it answered over HTTP, so it is up
+                runner.local_sessions -= 1
+                status = exc.response.status_code
+                if status == 503:  # draining: it says so itself
+                    self.mark_down(runner.url, "draining")
+                    avoid = runner.url
+                    continue
+                log.warning("runner %s refused an upstream handshake with HTTP %s", runner.url, status)
+                reason = f"the runner refused this session (HTTP {status})"
+                raise NoRunner(ErrorCode.APP_UNAVAILABLE, reason, known=True) from None
+            except (InvalidHandshake, ValueError) as exc:  # never a reason to doubt the runner
+                runner.local_sessions -= 1
+                log.warning("upstream handshake with %s failed: %s", runner.url, exc)
+                reason = "the session to the runner could not be opened"
+                raise NoRunner(ErrorCode.INTERNAL_ERROR, reason, known=True) from None
+            return ws, runner
+        raise NoRunner(ErrorCode.RUNNER_UNAVAILABLE, "no runner could be reached; try again shortly", known=True)
 
     def describe(self) -> list[dict[str, Any]]:
         return [

@@ -11,6 +11,7 @@ from typing import Any
 
 from realtime_site.runner.config import AppSpec
 from realtime_site.runner.engines import Engine, EngineUnavailable, create_engine
+from realtime_site.runner.execution import execute_batch
 from realtime_site.runner.scheduler import FairScheduler
 
 __all__ = ["AppState", "RunnerApp", "load_apps"]
@@ -57,8 +58,6 @@ class RunnerApp:
             max_workers=engine.workers, thread_name_prefix=f"engine-{self.spec.engine}"
         )
         if engine.max_batch > 1:
-            from realtime_site.runner.session import execute_batch  # session imports this module
-
             self.scheduler = FairScheduler(
                 engine.workers,
                 max_batch=engine.max_batch,

@@ -1,4 +1,5 @@
-"""Which apps a runner serves: the built-in catalogue and the ``--apps`` syntax.
+"""The runner's configuration, from its arguments and the environment (``RunnerConfig``), and which
+apps it serves: the built-in catalogue and the ``--apps`` syntax.
 
 ``--apps`` is a comma-separated list. Each item is a catalogue app id (``local/stylize``) or
 ``APP_ID=ENGINE`` with options as a query string: ``test/slow=echo?delay_ms=300&workers=1``.
@@ -11,14 +12,27 @@ Two options set the app's sessions, as a fal app's ``@realtime(buffering=, sessi
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import math
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from realtime_site.protocol import ValidationError, parse_max_buffering
+from realtime_site.protocol import DEFAULT_MAX_FRAME_BYTES, ValidationError, normalise_app_id, parse_max_buffering
 
-__all__ = ["CATALOGUE", "DEFAULT_APPS", "AppSpec", "parse_apps"]
+__all__ = [
+    "CATALOGUE",
+    "DEFAULT_APPS",
+    "AppSpec",
+    "ConfigError",
+    "RunnerConfig",
+    "build_parser",
+    "is_loopback",
+    "parse_apps",
+]
 
 _APP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
@@ -47,15 +61,9 @@ CATALOGUE: dict[str, AppSpec] = {
 DEFAULT_APPS = ",".join(CATALOGUE)
 
 
-def _normalise_app_id(app_id: str) -> str:
-    """``110602490-lcm-sd15-i2i`` means ``110602490/lcm-sd15-i2i``, as in fal's clients."""
-    match = re.match(r"^([0-9]+)-([A-Za-z0-9-]+)$", app_id)
-    return f"{match[1]}/{match[2]}" if match else app_id
-
-
 def _parse_item(item: str) -> AppSpec:
     app_id, sep, engine_part = item.partition("=")
-    app_id = _normalise_app_id(app_id.strip())
+    app_id = normalise_app_id(app_id.strip())
     if not _APP_ID.match(app_id):
         raise ValueError(f"app id {app_id!r} is not OWNER/ALIAS")
     if not sep:
@@ -108,3 +116,76 @@ def parse_apps(text: str) -> list[AppSpec]:
             raise ValueError(f"app {spec.app_id!r} is listed twice")
         seen.add(spec.app_id)
     return specs
+
+
+class ConfigError(ValueError):
+    """A setting the runner cannot start with; the message names it."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    secret: str | None = None  # RUNNER_SECRET: the gateway's bearer token; None: loopback only
+    apps: tuple[AppSpec, ...] = ()
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    idle_timeout: float = 300.0
+    drain_timeout: float = 30.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_args(cls, argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> RunnerConfig:
+        """From the command line, over ``RUNNER_*`` variables; ``ConfigError`` names what cannot be."""
+        args = build_parser(environ).parse_args(argv)
+        secret = environ.get("RUNNER_SECRET") or None
+        if secret is None and not is_loopback(args.host):
+            raise ConfigError(f"refusing to bind {args.host} without RUNNER_SECRET; set it, or bind 127.0.0.1")
+        try:
+            apps = tuple(parse_apps(args.apps))
+        except ValueError as exc:
+            raise ConfigError(f"--apps: {exc}") from None
+        return cls(
+            host=args.host,
+            port=args.port,
+            secret=secret,
+            apps=apps,
+            max_frame_bytes=args.max_frame_bytes,
+            idle_timeout=args.idle_timeout,
+            drain_timeout=args.drain_timeout,
+            log_level=args.log_level.upper(),
+        )
+
+
+def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
+    env = environ.get
+    parser = argparse.ArgumentParser(
+        prog="python -m realtime_site.runner", description="The inference runner (docs/protocol.md section 5)."
+    )
+    parser.add_argument("--host", default=env("RUNNER_HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(env("RUNNER_PORT", "8765")), help="port (0: any free port)")
+    parser.add_argument(
+        "--apps",
+        default=env("RUNNER_APPS", DEFAULT_APPS),
+        help="comma-separated app ids, or ID=ENGINE?opt=value (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-frame-bytes", type=int, default=int(env("RUNNER_MAX_FRAME_BYTES", str(DEFAULT_MAX_FRAME_BYTES)))
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=float(env("RUNNER_IDLE_TIMEOUT", "300")),
+        help="seconds without input before a connection is closed (TIMEOUT)",
+    )
+    parser.add_argument("--drain-timeout", type=float, default=30.0, help="at most this long to finish work on SIGTERM")
+    parser.add_argument("--log-level", default=env("RUNNER_LOG_LEVEL", "INFO"))
+    return parser

@@ -1,4 +1,4 @@
-"""Latest-input-wins buffers and fair sharing of an engine between connections (PROTOCOL.md s. 3).
+"""Latest-input-wins buffers and fair sharing of an engine between connections (docs/protocol.md s. 3).
 
 Each connection gets a ``Lane``: a drop-oldest buffer of ``max_buffering`` places and at most one
 input in inference. A ``FairScheduler`` owns an engine's ``concurrency`` slots and hands them to

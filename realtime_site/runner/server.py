@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
+import os
 import signal
 import time
-from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -22,61 +21,29 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from realtime_site.protocol import (
-    DEFAULT_MAX_FRAME_BYTES,
+    CloseCode,
     ErrorCode,
+    Refusal,
+    SessionQuery,
     ValidationError,
     close_reason,
+    closing_frame_bytes,
     error_message,
     parse_app_path,
-    parse_max_buffering,
 )
-from realtime_site.runner.apps import AppState, RunnerApp
+from realtime_site.runner.apps import AppState, RunnerApp, load_apps
+from realtime_site.runner.config import RunnerConfig
 from realtime_site.runner.session import Session, SessionOptions
 
-__all__ = ["CloseCode", "Runner", "RunnerConfig", "is_loopback"]
+__all__ = ["Runner"]
 
 log = logging.getLogger("realtime_site.runner")
 
 
-class CloseCode:
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    BAD_REQUEST = 4400
-    UNAUTHORIZED = 4401
-    NOT_FOUND = 4404
-    UNAVAILABLE = 4503
-
-
-@dataclass
-class RunnerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8765
-    secret: str | None = None
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
-    idle_timeout: float = 300.0
-    drain_timeout: float = 30.0
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class _Refusal(Exception):
-    def __init__(self, code: ErrorCode, reason: str, close_code: int):
-        super().__init__(reason)
-        self.code, self.reason, self.close_code = code, reason, close_code
-
-
 class Runner:
-    def __init__(self, config: RunnerConfig, apps: list[RunnerApp]):
+    def __init__(self, config: RunnerConfig):
         self.config = config
-        self.apps = {app.app_id: app for app in apps}
+        self.apps: dict[str, RunnerApp] = {}
         self.draining = asyncio.Event()
         self.started = time.time()
         self.server: Server | None = None
@@ -84,6 +51,9 @@ class Runner:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> Server:
+        """Load every app (engines load and warm up in threads), then listen."""
+        apps = await asyncio.to_thread(load_apps, list(self.config.apps))
+        self.apps = {app.app_id: app for app in apps}
         self.server = await serve(
             self._handle,
             self.config.host,
@@ -92,7 +62,7 @@ class Runner:
             compression=None,  # images are compressed already; deflate costs ~10 ms a frame
             # Frames over the cap are refused with PAYLOAD_TOO_LARGE and the connection lives on;
             # only frames over twice the cap close it (1009), bounding memory per connection.
-            max_size=2 * self.config.max_frame_bytes,
+            max_size=closing_frame_bytes(self.config.max_frame_bytes),
             ping_interval=20,
             ping_timeout=20,
             close_timeout=5,
@@ -106,10 +76,18 @@ class Runner:
         return self.server.sockets[0].getsockname()[1]
 
     async def serve_until_signalled(self) -> None:
+        """Until SIGTERM or SIGINT, then a graceful shutdown; a second signal exits at once."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                log.warning("second signal: exiting now, without finishing the inputs in inference")
+                os._exit(1)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await stop.wait()
         await self.shutdown()
 
@@ -173,52 +151,48 @@ class Runner:
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {self.config.secret}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
-                raise _Refusal(ErrorCode.UNAUTHORIZED, "this runner accepts only its gateway", CloseCode.UNAUTHORIZED)
+                raise Refusal(ErrorCode.UNAUTHORIZED, "this runner accepts only its gateway", CloseCode.UNAUTHORIZED)
         url = urlsplit(request.path)
         try:
             app_id, sub_path = parse_app_path(url.path)
         except ValueError as exc:
-            raise _Refusal(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
+            raise Refusal(ErrorCode.APP_UNAVAILABLE, str(exc), CloseCode.NOT_FOUND) from None
         app = self.apps.get(app_id)
         if app is None:
-            raise _Refusal(ErrorCode.APP_UNAVAILABLE, f"no app {app_id!r} on this runner", CloseCode.NOT_FOUND)
+            raise Refusal(ErrorCode.APP_UNAVAILABLE, f"no app {app_id!r} on this runner", CloseCode.NOT_FOUND)
         if sub_path not in app.spec.paths:
             paths = ", ".join(app.spec.paths)
-            raise _Refusal(
+            raise Refusal(
                 ErrorCode.APP_UNAVAILABLE,
                 f"app {app_id!r} has no path {sub_path!r} (paths: {paths})",
                 CloseCode.NOT_FOUND,
             )
         if app.state is not AppState.READY:
-            raise _Refusal(
+            raise Refusal(
                 ErrorCode.APP_UNAVAILABLE, f"app {app_id!r} is unavailable: {app.reason}", CloseCode.UNAVAILABLE
             )
-        query = parse_qs(url.query)
+        try:
+            query = SessionQuery.parse(url.query)
+        except ValidationError as exc:
+            raise Refusal(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
         defaults = self.session_settings(app)
         return app, SessionOptions(
-            max_buffering=self._max_buffering(query, int(defaults["buffering"])),
-            timings=query.get("timings", ["0"])[-1] in ("1", "true"),
-            report_drops=query.get("report_drops", ["0"])[-1] in ("1", "true"),
-            previews=query.get("previews", ["0"])[-1] in ("1", "true"),
+            max_buffering=query.max_buffering or int(defaults["buffering"]),
+            timings=query.timings,
+            report_drops=query.report_drops,
+            previews=query.previews,
             max_frame_bytes=self.config.max_frame_bytes,
             idle_timeout=defaults["session_timeout"],
         )
 
-    @staticmethod
-    def _max_buffering(query: dict[str, list[str]], default: int) -> int:
-        try:
-            return parse_max_buffering(query.get("max_buffering", [None])[-1], default)
-        except ValidationError as exc:
-            raise _Refusal(exc.code, exc.reason, CloseCode.BAD_REQUEST) from None
-
     async def _handle(self, ws: ServerConnection) -> None:
         try:
             app, options = self._admit(ws)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             log.info("connection refused: %s (%s)", refusal.code.value, refusal.reason)
             try:
                 await ws.send(error_message(refusal.code, refusal.reason))
-                await ws.close(refusal.close_code, close_reason(refusal.reason))
+                await ws.close(int(refusal.close_code), close_reason(refusal.reason))
             except ConnectionClosed:
                 pass
             return

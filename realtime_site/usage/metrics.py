@@ -7,7 +7,7 @@ import bisect
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["LATENCY_BUCKETS_MS", "REGISTRY", "bucket_index", "percentile_from_buckets"]
+__all__ = ["LATENCY_BUCKETS_MS", "REGISTRY", "bucket_index", "empty_buckets", "percentile_from_buckets"]
 
 # Upper bounds in milliseconds; the last bucket is everything slower.
 LATENCY_BUCKETS_MS = (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -48,6 +48,10 @@ USAGE_LOST = Counter(
     "Usage records dropped unwritten: the backlog was full, or the process stopped with them unwritten",
     registry=REGISTRY,
 )
+
+
+def empty_buckets() -> list[int]:
+    return [0] * (len(LATENCY_BUCKETS_MS) + 1)
 
 
 def bucket_index(latency_ms: float) -> int:

@@ -10,22 +10,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.utils import timezone
 
-from realtime_site.usage.metrics import LATENCY_BUCKETS_MS
-
-if TYPE_CHECKING:
-    from realtime_site.usage.recorder import Usage
+from realtime_site.usage.counters import Usage
+from realtime_site.usage.metrics import empty_buckets
 
 __all__ = ["MinuteStats", "Rollups", "empty_buckets"]
 
 KEEP_MINUTES = 3
-
-
-def empty_buckets() -> list[int]:
-    return [0] * (len(LATENCY_BUCKETS_MS) + 1)
 
 
 @dataclass

@@ -97,3 +97,11 @@ def test_inactive_user_token_is_refused(user) -> None:
     user.save()
     with pytest.raises(TokenRefused, match="inactive"):
         check_token(token, "stylize")
+
+
+def test_a_token_naming_another_user_than_its_record_is_refused(user) -> None:
+    token = issue_token(user, ["stylize"], 60)
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    other = get_user_model().objects.create_user("mallory", password="pw-mallory-123")
+    with pytest.raises(TokenRefused, match="sub claim does not match"):
+        check_token(forge(jti=jti, sub=str(other.pk)), "stylize")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 
 from realtime_site.accounts.models import UserLimits
-from realtime_site.gateway.consumer import result_facts
-from realtime_site.protocol import Encoding, ImageRequest, encode_frame, result_payload
 from realtime_site.usage.models import ConnectionRecord
 from tests.gateway.conftest import communicator, frame, receive
 
@@ -100,20 +98,3 @@ async def _decode(message: dict) -> dict:
     import msgpack
 
     return msgpack.unpackb(message["bytes"], raw=False)
-
-
-def test_result_facts_are_read_without_decoding_the_image() -> None:
-    request = ImageRequest(prompt="x", image=b"", width=64, height=64)
-    kwargs = dict(image=b"\xff" * 100_000, width=64, height=64, content_type="image/jpeg", seed=1)
-    payload = result_payload(request, inference_seconds=0.125, encoding=Encoding.MSGPACK, **kwargs)
-    assert result_facts(encode_frame(payload, Encoding.MSGPACK)) == (0.125, False)
-    preview = result_payload(request, inference_seconds=0.05, encoding=Encoding.MSGPACK, step=(1, 4), **kwargs)
-    assert result_facts(encode_frame(preview, Encoding.MSGPACK)) == (0.05, True)
-    assert result_facts(b"\xc1 garbage") == (0.0, False)
-    as_json = payload | {"images": []}  # JSON results carry a data URL, not bytes
-    assert result_facts(encode_frame(as_json, Encoding.JSON_BINARY)) == (0.125, False)
-    assert result_facts(encode_frame(as_json, Encoding.JSON)) == (0.125, False)
-    assert result_facts(encode_frame(preview | {"images": []}, Encoding.JSON)) == (0.05, True)
-    assert result_facts(b'{"timings": {"inference": true}, "partial": 1}') == (0.0, False)
-    assert result_facts(b"{ garbage") == (0.0, False)
-    assert result_facts("[1]") == (0.0, False)

@@ -125,3 +125,14 @@ def test_runner_never_imports_django() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_configuration_takes_arguments_over_the_environment() -> None:
+    from realtime_site.runner.config import ConfigError, RunnerConfig
+
+    environ = {"RUNNER_PORT": "7", "RUNNER_HOST": "10.0.0.1", "RUNNER_SECRET": "s", "RUNNER_APPS": "local/echo"}
+    config = RunnerConfig.from_args(["--port", "9", "--idle-timeout", "5"], environ)
+    assert (config.host, config.port, config.secret, config.idle_timeout) == ("10.0.0.1", 9, "s", 5.0)
+    assert [app.app_id for app in config.apps] == ["local/echo"]
+    with pytest.raises(ConfigError, match=r"refusing to bind 10\.0\.0\.1 without RUNNER_SECRET"):
+        RunnerConfig.from_args([], {"RUNNER_HOST": "10.0.0.1"})

@@ -126,3 +126,16 @@ async def test_sigterm_finishes_the_input_in_hand_then_closes_with_1001(runner_f
                 await recv(ws)
     assert ws.close_code == 1001
     assert await asyncio.to_thread(runner.process.wait, 30) == 0
+
+
+async def test_a_second_signal_exits_at_once(runner_factory) -> None:
+    runner = runner_factory("--apps", "test/slow=echo?delay_ms=60000")
+    async with await open_ws(runner.url("test/slow")) as ws:
+        await ws.send(frame("never-finished"))
+        await asyncio.sleep(0.5)  # in inference for a minute: the first signal waits for it
+        runner.process.terminate()
+        await asyncio.sleep(0.5)
+        assert runner.process.poll() is None  # still draining
+        runner.process.terminate()
+        assert await asyncio.to_thread(runner.process.wait, 10) == 1
+    assert "second signal: exiting now" in runner.log()

@@ -1,0 +1,1 @@
+"""Management commands of the gateway (in ``commands``): ``serve``, ``demo_user``."""

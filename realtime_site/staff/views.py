@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from realtime_site.gateway.runners import get_pool
-from realtime_site.usage.dashboard import RECORDS_PERMISSION
+from realtime_site.staff.dashboard import RECORDS_PERMISSION
 from realtime_site.usage.metrics import REGISTRY, RUNNER_UP
 
 

@@ -4,7 +4,7 @@ which admits ``/{owner}/{alias}/{path}``."""
 from django.urls import re_path
 
 from realtime_site.gateway.consumer import RealtimeConsumer
-from realtime_site.usage.live import LiveUsageConsumer
+from realtime_site.staff.live import LiveUsageConsumer
 
 websocket_urlpatterns = [
     re_path(r"^admin/live$", LiveUsageConsumer.as_asgi()),

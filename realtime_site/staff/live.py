@@ -10,8 +10,9 @@ from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from realtime_site.gateway.admission import CloseCode, origin_allowed
-from realtime_site.usage.dashboard import RECORDS_PERMISSION
+from realtime_site.gateway.admission import origin_allowed
+from realtime_site.protocol import CloseCode
+from realtime_site.staff.dashboard import RECORDS_PERMISSION
 from realtime_site.usage.recorder import LIVE_GROUP
 
 
@@ -25,7 +26,7 @@ class LiveUsageConsumer(AsyncWebsocketConsumer):
         allowed = allowed and await database_sync_to_async(user.has_perm)(RECORDS_PERMISSION)
         await self.accept()
         if not allowed or not origin_allowed(origin, self.scope):
-            await self.close(CloseCode.FORBIDDEN)
+            await self.close(int(CloseCode.FORBIDDEN))  # autobahn takes plain ints only
             return
         await self.channel_layer.group_add(LIVE_GROUP, self.channel_name)
         self.joined = True
