@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from realtime_site.protocol import DEFAULT_MAX_FRAME_BYTES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("REALTIME_VAR_DIR", BASE_DIR / "var"))  # local state, git-ignored
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -86,7 +88,7 @@ REALTIME_JWT_LEEWAY = 5  # seconds of clock skew tolerated on exp / nbf / iat
 REALTIME_MAX_CONNECTIONS = int(os.environ.get("REALTIME_MAX_CONNECTIONS", "8"))
 REALTIME_FRAMES_PER_MINUTE = int(os.environ.get("REALTIME_FRAMES_PER_MINUTE", "1800"))
 REALTIME_DAILY_FRAME_QUOTA = int(os.environ.get("REALTIME_DAILY_FRAME_QUOTA", "0")) or None  # 0: no quota
-REALTIME_MAX_FRAME_BYTES = int(os.environ.get("REALTIME_MAX_FRAME_BYTES", str(8 * 1024 * 1024)))
+REALTIME_MAX_FRAME_BYTES = int(os.environ.get("REALTIME_MAX_FRAME_BYTES", str(DEFAULT_MAX_FRAME_BYTES)))
 # With REDIS_URL the per-user limits are shared by the gateway processes under this key prefix.
 REALTIME_LIMITS_PREFIX = os.environ.get("REALTIME_LIMITS_PREFIX", "realtime:limits")
 # Origins whose pages may open WebSockets with the session cookie. Default: the allowed hosts,

@@ -92,10 +92,10 @@ def fal_token(request: HttpRequest) -> JsonResponse:
     if not app:
         return _error(400, "the app query parameter is required, e.g. ?app=local/stylize")
     try:
-        app_id, _ = parse_app_path(app if app.count("/") >= 2 else f"{app}/realtime")
+        path = parse_app_path(app if app.count("/") >= 2 else f"{app}/realtime")
     except ValueError as exc:
         return _error(400, f"app: {exc}")
-    alias = app_id.split("/", 1)[1]
+    app_id, alias = path.app_id, path.alias
     if not app_allowed(request.user, alias):
         return _error(403, f"not allowed to use {app_id}")
     lifetime = token_lifetime(None)

@@ -41,6 +41,21 @@ def normalise_app_id(app_id: str) -> str:
     return f"{match[1]}/{match[2]}" if match else app_id
 
 
+def _is_name(segment: str) -> bool:
+    return bool(_APP_SEGMENT.match(segment)) and ".." not in segment
+
+
+def is_app_id(app_id: str) -> bool:
+    """``owner/alias`` in the grammar of paths (what ``parse_app_path`` accepts)."""
+    owner, sep, alias = app_id.partition("/")
+    return bool(sep) and _is_name(owner) and _is_name(alias)
+
+
+def is_sub_path(sub_path: str) -> bool:
+    """A path of an app (``realtime``, ``stream/v2``), in the grammar of paths."""
+    return bool(_SUB_PATH.match(sub_path)) and ".." not in sub_path
+
+
 def parse_app_path(path: str) -> AppPath:
     """Split ``/owner/alias/realtime`` (a path without its query) into ``("owner/alias", "realtime")``.
 
@@ -54,9 +69,9 @@ def parse_app_path(path: str) -> AppPath:
         raise ValueError(f"path {shown!r} is not /OWNER/ALIAS/realtime")
     owner, alias, sub = parts
     for segment in (owner, alias):
-        if not _APP_SEGMENT.match(segment) or ".." in segment:
+        if not _is_name(segment):
             raise ValueError(f"path {shown!r}: {segment[:80]!r} is not an app name (letters, digits, _ . -)")
-    if not _SUB_PATH.match(sub) or ".." in sub:
+    if not is_sub_path(sub):
         raise ValueError(f"path {shown!r}: {sub[:80]!r} is not a path of the app (letters, digits, _ . -)")
     return AppPath(f"{owner}/{alias}", sub)
 

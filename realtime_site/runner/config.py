@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from realtime_site.protocol import DEFAULT_MAX_FRAME_BYTES, ValidationError, normalise_app_id, parse_max_buffering
+from realtime_site.protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    ValidationError,
+    is_app_id,
+    is_sub_path,
+    normalise_app_id,
+    parse_max_buffering,
+)
 
 __all__ = [
     "CATALOGUE",
@@ -34,8 +41,6 @@ __all__ = [
     "parse_apps",
 ]
 
-_APP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 SESSION_TIMEOUT_MAX = 86_400.0  # a day: a session with no input is never held longer
 
 
@@ -64,7 +69,7 @@ DEFAULT_APPS = ",".join(CATALOGUE)
 def _parse_item(item: str) -> AppSpec:
     app_id, sep, engine_part = item.partition("=")
     app_id = normalise_app_id(app_id.strip())
-    if not _APP_ID.match(app_id):
+    if not is_app_id(app_id):
         raise ValueError(f"app id {app_id!r} is not OWNER/ALIAS")
     if not sep:
         if app_id not in CATALOGUE:
@@ -76,7 +81,7 @@ def _parse_item(item: str) -> AppSpec:
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     paths = tuple(re.split(r"[+\s]+", options.pop("paths", "realtime").strip()))  # "+" may arrive as a space
     for path in paths:
-        if not _PATH.match(path):
+        if not is_sub_path(path):
             raise ValueError(f"app {app_id!r}: invalid path {path!r}")
     buffering = _buffering(app_id, options.pop("buffering", None))
     session_timeout = _session_timeout(app_id, options.pop("session_timeout", None))

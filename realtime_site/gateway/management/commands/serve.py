@@ -19,6 +19,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from realtime_site.gateway.management.commands.demo_user import ensure_demo_user
+from realtime_site.protocol import closing_frame_bytes
 
 
 class Command(BaseCommand):
@@ -40,11 +41,11 @@ class Command(BaseCommand):
         runner_cmd = [sys.executable, "-m", "realtime_site.runner", "--port", str(runner_port)]
         if apps:
             runner_cmd += ["--apps", apps]
-        cap = settings.REALTIME_MAX_FRAME_BYTES
+        cap = closing_frame_bytes(settings.REALTIME_MAX_FRAME_BYTES)
         gateway_cmd = [
             sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
             # Twice the frame cap: frames between the two get PAYLOAD_TOO_LARGE and the socket lives.
-            "--websocket-max-message-size", str(2 * cap), "--websocket-max-frame-size", str(2 * cap),
+            "--websocket-max-message-size", str(cap), "--websocket-max-frame-size", str(cap),
             *(["--proxy-headers"] if settings.REALTIME_PROXY_HEADERS else []),  # client address from the proxy
             "realtime_site.asgi:application",
         ]  # fmt: skip
