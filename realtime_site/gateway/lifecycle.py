@@ -1,4 +1,5 @@
 """daphne, mended: shutdown writes usage and closes clients with 1001; protocol errors close cleanly;
+the access log writes paths without their query strings (where tokens may be);
 the consumer can see its connection's transport.
 
 Shutdown: every open connection's usage is written, then clients get 1001.
@@ -88,6 +89,23 @@ def install() -> None:
     _answer_bad_requests_before_closing()
     _drop_unfinished_requests()
     _report_unclean_closes()
+    _keep_query_strings_out_of_the_access_log()
+
+
+def _keep_query_strings_out_of_the_access_log() -> None:
+    """daphne's access log writes an HTTP request's path with its query string, where a client may put
+    a token (``?fal_jwt_token=``): the path alone is written, as on its WebSocket lines."""
+    from daphne.access import AccessLogGenerator
+
+    original = AccessLogGenerator.__call__
+
+    def log_without_query(self: Any, protocol: str, action: str, details: dict[str, Any]) -> None:
+        path = details.get("path")
+        if isinstance(path, str) and "?" in path:
+            details = {**details, "path": path.partition("?")[0]}
+        original(self, protocol, action, details)
+
+    AccessLogGenerator.__call__ = log_without_query
 
 
 def close_with_code(scope: dict[str, Any], code: int, reason: str) -> bool:

@@ -1,7 +1,8 @@
 """The runner's WebSocket server: admission, ``/healthz``, and the process lifecycle.
 
-Startup loads every app, then listens; SIGTERM stops new connections, lets the inputs already in
-inference finish and be delivered, closes every connection with 1001 and returns.
+Startup loads every app, then listens; SIGTERM refuses new sessions (503, and ``/healthz`` says
+``draining``), lets the inputs already in inference finish and be delivered, closes every connection
+with 1001, stops listening and returns.
 """
 
 from __future__ import annotations
@@ -92,11 +93,12 @@ class Runner:
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop listening, finish the inputs in inference, close connections with 1001."""
+        """Finish the inputs in inference, then close every connection with 1001 and stop listening.
+        While it drains the runner still listens: ``/healthz`` answers 503 ``draining`` and a new
+        session is refused with 503, so a gateway sees the drain rather than a refused connection."""
         assert self.server is not None
         log.info("shutting down: finishing inputs in inference")
         self.draining.set()
-        self.server.server.close()  # stop accepting; open connections stay for now
         schedulers = [app.scheduler for app in self.apps.values() if app.scheduler is not None]
         try:
             await asyncio.wait_for(asyncio.gather(*(s.stop() for s in schedulers)), self.config.drain_timeout)

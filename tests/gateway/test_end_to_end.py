@@ -157,3 +157,21 @@ async def test_usage_is_written_and_clients_get_1001_when_daphne_stops(tmp_path:
         assert (record["frames_in"], record["results_out"]) == (5, 5) and record["ended_at"] is not None
     finally:
         stack.close()
+
+
+async def test_no_credential_reaches_a_log_line_on_http_or_websocket_paths(stack: GatewayStack) -> None:
+    async with httpx.AsyncClient(base_url=stack.http) as http:
+        token = (
+            await http.post("/tokens/", json={"allowed_apps": ["echo"]}, headers={"Authorization": f"Key {stack.key}"})
+        ).json()
+        for path in (f"/accounts/login/?fal_jwt_token={token}", f"/api/apps?fal_jwt_token={token}&key={stack.key}"):
+            await http.get(path)
+        await http.post(f"/tokens/?fal_jwt_token={token}", json={}, headers={"Authorization": f"Key {stack.key}"})
+    async with await open_ws(f"{stack.ws}/local/echo/realtime?fal_jwt_token={token}") as ws:
+        await ws.send(pack(prompt="x", image_bytes=DRAWING, width=256, height=256))
+        await recv_result(ws)
+    await asyncio.sleep(0.5)  # the access log is written as each request completes
+    secret = stack.key.split(":")[1]
+    for log in [stack.log_path.read_text(), *(r.log() for r in stack.runners)]:
+        assert token not in log and token.split(".")[2] not in log and secret not in log
+    assert '"GET /accounts/login/" 200' in stack.log_path.read_text()  # logged, without its query string

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import io
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import RunnerProcess, drawing, encode
 from tests.runner.wsclient import open_ws, pack, recv, recv_result
@@ -139,3 +140,20 @@ async def test_a_second_signal_exits_at_once(runner_factory) -> None:
         runner.process.terminate()
         assert await asyncio.to_thread(runner.process.wait, 10) == 1
     assert "second signal: exiting now" in runner.log()
+
+
+async def test_healthz_says_draining_while_the_runner_drains(runner_factory) -> None:
+    runner = runner_factory("--apps", "test/slow=echo?delay_ms=3000")
+    health = runner.ws_base.replace("ws://", "http://") + "/healthz"
+    async with await open_ws(runner.url("test/slow")) as ws:
+        await ws.send(frame("in-hand"))
+        await asyncio.sleep(0.5)  # in inference: the drain waits for it
+        runner.process.terminate()
+        await asyncio.sleep(0.5)
+        answer = await asyncio.to_thread(httpx.get, health, timeout=5)
+        assert (answer.status_code, answer.json()["status"]) == (503, "draining")
+        with pytest.raises(InvalidStatus) as refused:
+            await open_ws(runner.url("test/slow"))
+        assert refused.value.response.status_code == 503
+        assert (await recv_result(ws))["request_id"] == "in-hand"
+    assert await asyncio.to_thread(runner.process.wait, 30) == 0
