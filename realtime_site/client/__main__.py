@@ -4,8 +4,10 @@ Sends a picture and a prompt to a realtime app and writes the generated image. `
 keeps the connection open and sends the file again each time it changes, writing each result.
 Progress and timings go to stderr. Exit codes:
 
-    0 done   1 unexpected failure   2 bad arguments or input file   3 server unreachable
-    4 refused (bad key, token or permission)   5 app or runner unavailable   6 the server refused the input
+    0 done   1 unexpected failure, or no result in time   2 bad arguments (a missing input file, an
+    output name that is not .jpg/.png/.webp, no server or key)   3 server unreachable   4 refused (bad
+    key, token or permission)   5 app or runner unavailable   6 the server refused the input (a file
+    that is not an image, a size out of range: the server checks what the picture holds)
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m realtime_site.client",
         description="Send a picture and a prompt to a realtime app; write the generated image.",
-        epilog="Exit codes: 0 done, 2 bad arguments, 3 unreachable, 4 refused, 5 unavailable, 6 input refused.",
+        epilog=(
+            "Exit codes: 0 done, 1 unexpected failure or no result in time, 2 bad arguments, 3 unreachable, "
+            "4 refused, 5 unavailable, 6 input refused by the server (e.g. not an image, a size out of range)."
+        ),
     )
     parser.add_argument("app", help="app id, e.g. local/stylize or fal-ai/fast-lcm-diffusion")
     parser.add_argument("--prompt", required=True)
