@@ -2,10 +2,12 @@
 //
 // A frame leaves only when the drawing or a parameter changed, at most once per throttle interval
 // (leading and trailing edge), as binary JPEG at the chosen size. The throttle runs before the JPEG
-// is encoded, which is the costly part, so realtime.js's own throttle is off here.
+// is encoded, which is the costly part, so realtime.js's own throttle is off here. Nothing leaves
+// before the first stroke: the result pane invites to draw until then.
 
 import { connect, throttle } from "../realtime.js";
 import { DrawingCanvas } from "./canvas.js";
+import { AppControls } from "./app_controls.js";
 import { RollingStats } from "./stats.js";
 
 const THROTTLE_MS = 128;
@@ -28,6 +30,7 @@ const inFlight = new Map();
 let nextId = 1;
 let lastShownId = 0;
 let dirty = false;
+let drawn = false; // whether the person has drawn (or loaded a picture) yet
 let lastChangeAt = performance.now();
 /** @type {{send: (input: object) => void, close: () => void} | undefined} */
 let connection;
@@ -36,13 +39,21 @@ let resultUrl;
 /** @type {MediaStream | undefined} */
 let camera;
 
-const drawing = new DrawingCanvas($("canvas"), { onChange: changed });
+const drawing = new DrawingCanvas($("canvas"), { onChange: drew });
 window.realtimePage = { stats, inFlight, drawing }; // read by the browser benchmark
+const appControls = new AppControls(JSON.parse($("app-info").textContent), {
+  prompt: ui.prompt, chips: $("style-chips"), styles: $("styles"), onChange: changed,
+});
+
+function drew(/** @type {number} */ eventTime) {
+  drawn = true;
+  changed(eventTime);
+}
 
 function changed(eventTime = performance.now()) {
   dirty = true;
   lastChangeAt = eventTime;
-  sendFrame();
+  if (drawn) sendFrame();
 }
 
 const sendFrame = throttle(async () => {
@@ -105,7 +116,7 @@ function showError(/** @type {any} */ error) {
 }
 
 function showStatus(/** @type {string} */ state) {
-  ui.status.textContent = { open: "connected", connecting: "connecting", idle: "idle", closed: "disconnected", error: "error" }[state] ?? state;
+  ui.status.textContent = { open: "connected", connecting: "connecting", idle: "ready", closed: "disconnected", error: "error" }[state] ?? state;
   ui.status.dataset.state = state;
 }
 
@@ -120,6 +131,7 @@ function openConnection() {
   connection?.close();
   inFlight.clear();
   const app = ui.app.value;
+  appControls.show(app);
   if (!app) {
     showStatus("error");
     showError(new Error("No app is available: no runner is reachable."));
@@ -220,7 +232,11 @@ for (const [input, output] of [[ui.strength, $("strength-value")], [ui.steps, $(
     changed();
   });
 }
-for (const input of [ui.prompt, ui.seed, ui.seedLock, ui.size]) input.addEventListener("input", () => changed());
+for (const input of [ui.seed, ui.seedLock, ui.size]) input.addEventListener("input", () => changed());
+ui.prompt.addEventListener("input", () => {
+  appControls.promptEdited();
+  changed();
+});
 ui.app.addEventListener("change", openConnection);
 
 document.addEventListener("keydown", (e) => {

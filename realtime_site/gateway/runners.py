@@ -209,10 +209,18 @@ class RunnerPool:
                 "healthy": r.healthy,
                 "error": r.error,
                 "load": r.load,
-                "apps": {app_id: {"state": a.get("state"), "reason": a.get("reason")} for app_id, a in r.apps.items()},
+                "apps": {
+                    app_id: {"state": a.get("state"), "reason": a.get("reason"), "details": _details(a)}
+                    for app_id, a in r.apps.items()
+                },
             }
             for r in self.runners
         ]
+
+
+def _details(app: dict[str, Any]) -> dict[str, Any]:
+    details = app.get("details")
+    return details if isinstance(details, dict) else {}
 
 
 _pool: RunnerPool | None = None

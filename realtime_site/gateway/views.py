@@ -14,21 +14,31 @@ from realtime_site.gateway.runners import get_pool
 
 
 async def app_states() -> list[dict[str, Any]]:
-    """Every app any runner knows, ready on how many runners, or why not."""
+    """Every app any runner knows, ready on how many runners, or why not; with what its engine
+    reports for the page: the prompt words it understands and the inputs it ignores."""
     pool = get_pool()
     await pool.ready()  # the pool lives on the server's event loop, hence async views
     apps: dict[str, dict[str, Any]] = {}
     for runner in pool.describe():
         for app_id, state in runner["apps"].items():
-            entry = apps.setdefault(app_id, {"id": app_id, "ready_runners": 0, "reasons": []})
+            entry = apps.setdefault(
+                app_id, {"id": app_id, "ready_runners": 0, "reasons": [], "vocabulary": [], "ignores": []}
+            )
             if runner["healthy"] and state["state"] == "ready":
                 entry["ready_runners"] += 1
+                entry["vocabulary"] = _strings(state["details"].get("style_names"))
+                entry["ignores"] = _strings(state["details"].get("ignores"))
             elif state["reason"] and state["reason"] not in entry["reasons"]:
                 entry["reasons"].append(state["reason"])
     for entry in apps.values():
         entry["available"] = entry["ready_runners"] > 0
         entry["reason"] = None if entry["available"] else ("; ".join(entry["reasons"]) or "no runner is up")
     return sorted(apps.values(), key=lambda a: (not a["available"], a["id"]))
+
+
+def _strings(value: object) -> list[str]:
+    """A runner's list of words, kept only if it is one (a runner is trusted, but not its types)."""
+    return [v for v in value if isinstance(v, str)][:64] if isinstance(value, list) else []
 
 
 @login_required

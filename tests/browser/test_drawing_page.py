@@ -4,123 +4,28 @@ that expire every few seconds; no console errors; screenshots at desktop and pho
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.conftest import ROOT, start_runner
-from tests.gateway.stack import GatewayStack, start_stack
+from tests.browser.pages import (
+    APPS,
+    ARTIFACTS,
+    TOKEN_LIFETIME,
+    canvas_digest,
+    logged_in,
+    needs_chromium,
+    next_result,
+    pixel,
+    result_digest,
+    settled_result,
+    stroke,
+)
+from tests.conftest import start_runner
+from tests.gateway.stack import GatewayStack
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "tests" / "artifacts"
-PASSWORD = "pw-frida-12345"
-TOKEN_LIFETIME = 4  # seconds: tokens expire and are refreshed many times during the tests
-
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("browser"),
-        [["--apps", "local/stylize,local/echo,fal-ai/fast-lcm-diffusion"]],
-        {"REALTIME_TOKEN_MAX_LIFETIME": str(TOKEN_LIFETIME), "DJANGO_DEBUG": "0"},
-    )
-    make = f"get_user_model().objects.create_user('frida', password={PASSWORD!r})"
-    stack.manage("shell", "-c", f"from django.contrib.auth import get_user_model; {make}")
-    yield stack
-    stack.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run",
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            ],
-        )  # fmt: skip
-        yield browser
-        browser.close()
-
-
-class ConsoleLog:
-    def __init__(self, page: Page):
-        self.errors: list[str] = []
-        page.on("console", self._console)
-        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
-
-
-def logged_in(browser: Browser, stack: GatewayStack, width: int = 1280, height: int = 900) -> tuple[Page, ConsoleLog]:
-    page = browser.new_page(viewport={"width": width, "height": height})
-    console = ConsoleLog(page)
-    page.goto(f"{stack.http}/")
-    expect(page).to_have_url(f"{stack.http}/accounts/login/?next=/")
-    page.fill("#id_username", "frida")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page.get_by_test_id("status")).to_have_text("connected", timeout=20_000)
-    return page, console
-
-
-def stroke(page: Page, points: list[tuple[float, float]]) -> None:
-    """Drag the mouse through points given as fractions of the canvas."""
-    box = page.get_by_test_id("draw-canvas").bounding_box()
-    assert box is not None
-    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for x, y in xy[1:]:
-        page.mouse.move(x, y, steps=6)
-    page.mouse.up()
-
-
-def result_id(page: Page) -> int:
-    return int(page.get_by_test_id("result-image").get_attribute("data-request-id") or 0)
-
-
-def next_result(page: Page, after: int, timeout: float = 20_000) -> int:
-    page.wait_for_function(
-        "after => Number(document.querySelector('[data-testid=result-image]').dataset.requestId || 0) > after",
-        arg=after,
-        timeout=timeout,
-    )
-    page.wait_for_timeout(400)  # let the trailing frame of the action arrive too
-    return result_id(page)
-
-
-def result_digest(page: Page) -> str:
-    data = page.evaluate(
-        """async () => {
-            const img = document.querySelector('[data-testid=result-image]');
-            const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
-            return Array.from(bytes.slice(0, 4000)).join(',') + ':' + bytes.length;
-        }"""
-    )
-    return hashlib.sha256(data.encode()).hexdigest()
-
-
-def canvas_digest(page: Page) -> str:
-    return hashlib.sha256(page.get_by_test_id("draw-canvas").evaluate("c => c.toDataURL()").encode()).hexdigest()
-
-
-def pixel(page: Page, fx: float, fy: float) -> list[int]:
-    return page.get_by_test_id("draw-canvas").evaluate(
-        "(c, [fx, fy]) => Array.from(c.getContext('2d').getImageData(fx * c.width, fy * c.height, 1, 1).data)",
-        [fx, fy],
-    )
+pytestmark = needs_chromium
 
 
 def test_logged_out_visitors_go_to_the_login_page(browser: Browser, stack: GatewayStack) -> None:
@@ -152,10 +57,10 @@ def test_prompt_change_gives_a_new_result(browser: Browser, stack: GatewayStack)
     page, console = logged_in(browser, stack)
     page.get_by_test_id("prompt-input").fill("fire")
     stroke(page, [(0.3, 0.3), (0.7, 0.7)])
-    first = next_result(page, 0)
+    first = settled_result(page, 0)  # the stroke's last frame answered: painted with fire
     fire = result_digest(page)
     page.get_by_test_id("prompt-input").fill("frost")
-    next_result(page, first)
+    settled_result(page, first)
     assert result_digest(page) != fire and console.errors == []
     page.close()
 
@@ -228,7 +133,7 @@ def test_runner_stopped_then_back(browser: Browser, stack: GatewayStack, tmp_pat
     runner.stop()
     stroke(page, [(0.8, 0.2), (0.2, 0.8)])
     expect(page.locator("#error")).to_contain_text("RUNNER_UNAVAILABLE", timeout=20_000)
-    stack.runners[0] = start_runner("--apps", "local/stylize,local/echo,fal-ai/fast-lcm-diffusion", "--port", str(port))
+    stack.runners[0] = start_runner("--apps", APPS, "--port", str(port))
     page.wait_for_timeout(1500)  # the gateway's health check sees it again
     for _ in range(20):
         stroke(page, [(0.5, 0.1), (0.5, 0.9)])

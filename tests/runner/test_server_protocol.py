@@ -107,7 +107,10 @@ def test_healthz_lists_apps_with_state_and_reason(shared_runner: RunnerProcess) 
     assert health["status"] == "ok"
     assert apps["local/stylize"]["state"] == "ready"
     assert apps["test/broken"]["state"] == "unavailable" and "model file missing" in apps["test/broken"]["reason"]
-    assert apps["local/stylize"]["details"]["styles"] == 26
+    stylize = apps["local/stylize"]["details"]
+    assert stylize["styles"] == len(stylize["style_names"]) == 26 and "starry" in stylize["style_names"]
+    assert stylize["ignores"] == ["num_inference_steps", "guidance_scale"]  # the page greys these out
+    assert "prompt" in apps["local/echo"]["details"]["ignores"]
 
 
 JPEG = encode(drawing(128, 128))

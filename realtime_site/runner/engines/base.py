@@ -62,6 +62,7 @@ class Engine(abc.ABC):
     workers: int = 1  # how many infer() calls may run at once
     max_batch: int = 1  # inputs of different connections in one infer_batch() call
     previews: ClassVar[bool] = False  # whether infer_with_previews shows intermediate images
+    ignores: ClassVar[tuple[str, ...]] = ()  # input fields this engine reads and does nothing with
 
     def load(self) -> None:
         """Load weights; raise EngineUnavailable with the reason when that cannot be done."""
@@ -91,7 +92,10 @@ class Engine(abc.ABC):
         return None
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "workers": self.workers}
+        info: dict[str, Any] = {"engine": self.name, "workers": self.workers}
+        if self.ignores:
+            info["ignores"] = list(self.ignores)  # the drawing page greys these controls out
+        return info
 
 
 class ImageEngine(Engine):

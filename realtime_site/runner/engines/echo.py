@@ -17,6 +17,7 @@ from realtime_site.runner.imaging import decode_image, encode_image, is_complete
 
 class EchoEngine(Engine):
     name = "echo"
+    ignores = ("prompt", "negative_prompt", "strength", "num_inference_steps", "guidance_scale", "seed")
 
     def __init__(self, options: dict[str, str]):
         self.delay = option_float(options, "delay_ms", 0.0, low=0.0, high=60_000.0) / 1000.0

@@ -52,6 +52,7 @@ def _quarter(side: int) -> int:
 
 class StylizeEngine(ImageEngine):
     name = "stylize"
+    ignores = ("num_inference_steps", "guidance_scale")
 
     def __init__(self, options: dict[str, str]):
         cores = os.cpu_count() or 1
@@ -115,6 +116,5 @@ class StylizeEngine(ImageEngine):
             **super().describe(),
             "threads": self.threads,
             "styles": NUM_STYLES,
-            "style_names": STYLE_NAMES,
-            "ignores": ["num_inference_steps", "guidance_scale"],
+            "style_names": STYLE_NAMES,  # the prompt words that pick styles; the page offers them
         }
