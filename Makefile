@@ -18,9 +18,10 @@ CLUSTER_ENV := REDIS_URL=redis://127.0.0.1:6379/0 \
 
 setup: $(STAMP) $(NPM_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 # The optional diffusion extras, for the tests of the diffusers loading path (a CPU torch here).

@@ -221,7 +221,7 @@ def log_in(browser: Browser, http: str, console: list[str]) -> Page:
     page.fill("#id_username", USER)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
-    expect(page.get_by_test_id("status")).to_have_text("connected", timeout=30_000)
+    expect(page.get_by_test_id("status")).to_have_text("ready", timeout=30_000)  # it connects at the first stroke
     page.evaluate(HOOKS)
     return page
 
@@ -263,13 +263,14 @@ def scribble(page: Page, seconds: float, interval_s: float, *, release: bool = T
 
 
 def choose(page: Page, app: str, size: int) -> None:
-    """Select the app (a new connection when it changes) and the size, and start from a blank canvas."""
+    """Select the app (a new connection when it changes) and the size, and start from a blank canvas
+    (a change of the drawing: the page connects at the first one)."""
     select = page.get_by_test_id("app-select")
     if select.input_value() != app:
         select.select_option(app)
-        expect(page.get_by_test_id("status")).to_have_text("connected", timeout=30_000)
     page.select_option("#size", str(size))
     page.click("#clear")
+    expect(page.get_by_test_id("status")).to_have_text("connected", timeout=30_000)
 
 
 def wait_idle(page: Page) -> None:

@@ -45,9 +45,14 @@ def _size(text: str) -> dict[str, int] | str:
     return text  # a named size: square, square_hd, landscape_4_3, ...
 
 
+def _prog(script: str, module: str) -> str:
+    """The name the command was run by: the console script, or ``python -m``."""
+    return script if Path(sys.argv[0]).name == script else module
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m realtime_site.client",
+        prog=_prog("realtime-client", "python -m realtime_site.client"),
         description="Send a picture and a prompt to a realtime app; write the generated image.",
         epilog=(
             "Exit codes: 0 done, 1 unexpected failure or no result in time, 2 bad arguments, 3 unreachable, "
