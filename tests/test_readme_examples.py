@@ -150,10 +150,10 @@ class Live:
         return PREAMBLES.get(block.lang, "") + code
 
     def env(self) -> dict[str, str]:
-        """The README's exports; PYTHONPATH so realtime_site imports even without `make setup`'s pip install -e."""
+        """The README's exports. realtime_site imports from the work folder as `make setup`'s pip install -e
+        makes it (tests/client/test_installed.py checks that install)."""
         return {
             **os.environ,
-            "PYTHONPATH": str(ROOT),
             "REALTIME_BASE_URL": f"http://{self.host}",
             "REALTIME_KEY": self.key,
         }

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -241,22 +240,3 @@ def test_the_client_never_imports_django() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-
-
-def readme_command(start: str) -> list[str]:
-    """The README's shell command that begins with ``start`` (continued lines joined), as words."""
-    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if line.startswith(start))
-    return shlex.split(line)
-
-
-def test_the_readme_command_line_example_runs_as_written(stack: GatewayStack, tmp_path: Path) -> None:
-    words = readme_command('.venv/bin/python -m realtime_site.client local/stylize --prompt "starry night"')
-    assert words[:3] == [".venv/bin/python", "-m", "realtime_site.client"]
-    out = tmp_path / words[words.index("--out") + 1]
-    words[words.index("--out") + 1] = str(out)  # written where the test keeps its files
-    done = cli(stack, *words[3:])  # the README's example drawing, from the repository root
-    assert done.returncode == 0, done.stderr
-    with Image.open(out) as image:
-        assert image.size == (512, 512)
-    assert "seed 42" in done.stderr
