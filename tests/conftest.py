@@ -1,4 +1,5 @@
-"""Shared fixtures: real runner processes on port 0, test images."""
+"""Shared fixtures: real runner processes on port 0, test images; the run-wide log scan's hooks
+(``tests/logs.py``: no credential may reach a log line the run writes)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+
+from tests.logs import RUN
+from tests.logs import log_scan_basetemp as log_scan_basetemp
+from tests.logs import pytest_configure as pytest_configure
+from tests.logs import pytest_runtest_logstart as pytest_runtest_logstart
+from tests.logs import pytest_sessionfinish as pytest_sessionfinish
+from tests.logs import pytest_terminal_summary as pytest_terminal_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"runner listening on ws://([^\s]+):(\d+)")
@@ -57,15 +65,18 @@ class RunnerProcess:
 
 def start_runner(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> RunnerProcess:
     """Start ``python -m realtime_site.runner --port 0 ARGS`` and wait until it listens."""
+    full_env = {**os.environ, **(env or {})}
+    RUN.remember("runner secret", full_env.get("RUNNER_SECRET"))
     process = subprocess.Popen(
         [sys.executable, "-m", "realtime_site.runner", "--host", "127.0.0.1", "--port", "0", *args],
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     output: list[str] = []
+    RUN.add_output(f"runner {' '.join(args)[:80]} (pid {process.pid})", output)
     found = threading.Event()
     port: list[int] = []
 

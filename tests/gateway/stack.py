@@ -15,6 +15,9 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ROOT, RunnerProcess, start_runner
+from tests.logs import PASSWORD_LITERAL, RUN
+
+SECRETS = ("RUNNER_SECRET", "REALTIME_JWT_SECRET", "DJANGO_SECRET_KEY")  # in a stack's environment
 
 
 def free_port() -> int:
@@ -35,6 +38,9 @@ class GatewayStack:
 
     def __post_init__(self) -> None:
         self.log_path = self.var_dir / self.log_name
+        RUN.add_file(self.log_path)
+        for name in SECRETS:
+            RUN.remember(name, self.env.get(name))
 
     @property
     def http(self) -> str:
@@ -48,8 +54,14 @@ class GatewayStack:
         done = subprocess.run(
             [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
         )
+        for arg in args:  # the passwords of the users it makes
+            for match in PASSWORD_LITERAL.finditer(arg):
+                RUN.remember("password", match[2])
         if done.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        if args[0] == "create_api_key":
+            RUN.remember("API key", done.stdout)
+        RUN.remember_shapes(done.stdout)  # keys and tokens it printed
         return done.stdout
 
     def query(self, code: str) -> object:
@@ -116,6 +128,8 @@ def start_stack(tmp: Path, runner_args: list[list[str]], extra_env: dict[str, st
     stack = GatewayStack(tmp, runners, env)
     try:
         stack.manage("migrate", "--noinput")
+        if (secret_key := tmp / "secret_key").exists():  # made by settings when DJANGO_SECRET_KEY is unset
+            RUN.remember("SECRET_KEY", secret_key.read_text())
         stack.manage("collectstatic", "--noinput", "-v", "0")  # whitenoise indexes files at start
         stack.start_gateway()
     except Exception:
