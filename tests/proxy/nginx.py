@@ -66,6 +66,7 @@ def site_config(*, https_port: int, http_port: int, gateway_port: int, directory
     text = _substitute(text, r"ssl_certificate +\S+;", f"ssl_certificate {cert};")
     text = _substitute(text, r"ssl_certificate_key +\S+;", f"ssl_certificate_key {key};")
     text = _substitute(text, r"alias /srv/realtime/var/static/;", f"alias {static}/;")
+    text = _substitute(text, r"error_log /var/log/nginx/realtime\.error\.log", f"error_log {directory}/site-error.log")
     return _substitute(text, r"access_log /var/log/nginx/realtime\.access\.log", f"access_log {directory}/access.log")
 
 
@@ -108,6 +109,11 @@ class Nginx:
     def access_log(self) -> str:
         path = self.directory / "access.log"
         return path.read_text() if path.exists() else ""
+
+    def error_logs(self) -> str:
+        """The site's own error log and the main one (where an unconfigured server would write)."""
+        paths = [self.directory / "site-error.log", self.directory / "error.log"]
+        return "".join(path.read_text() for path in paths if path.exists())
 
     def stop(self) -> None:
         if self.process.poll() is None:
