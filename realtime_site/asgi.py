@@ -1,8 +1,9 @@
 """The gateway's ASGI application (``realtime_site.asgi:application``, run by daphne).
 
-HTTP goes to Django. WebSockets get cookies and the lazy session (read only when a connection
-brings neither token nor key), then the realtime consumer; Origin is checked by admission for
-session connections, the only ones a foreign page could ride on.
+HTTP goes to Django (daphne refuses bodies over the frame cap: ``daphne_bodies``). WebSockets get cookies
+and the lazy session (read only when a connection brings neither token nor key), then the realtime
+consumer; Origin is checked by admission for session connections, the only ones a foreign page
+could ride on.
 """
 
 import os

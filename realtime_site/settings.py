@@ -94,6 +94,12 @@ REALTIME_LIMITS_PREFIX = os.environ.get("REALTIME_LIMITS_PREFIX", "realtime:limi
 # Origins whose pages may open WebSockets with the session cookie. Default: the allowed hosts,
 # over http and https, on any port of the run command (http://localhost:8000 ...).
 REALTIME_ALLOWED_ORIGINS = env_list("REALTIME_ALLOWED_ORIGINS", "")
+# Browser pages on other sites that may call the HTTP app endpoints (CORS); none by default.
+REALTIME_CORS_ORIGINS = env_list("REALTIME_CORS_ORIGINS", "")
+# An upstream runner session kept for the HTTP endpoints is closed after this long unused.
+REALTIME_UPSTREAM_IDLE_SECONDS = float(os.environ.get("REALTIME_UPSTREAM_IDLE_SECONDS", "60"))
+# A body as large as the frame cap is read into memory (an app input: base64 grows it by a third).
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, REALTIME_MAX_FRAME_BYTES)
 # New connections per client address and second (a token bucket with this burst), refused before any
 # database work: a connect storm from one address costs handshakes only. 0: off.
 REALTIME_CONNECTS_PER_SECOND = float(os.environ.get("REALTIME_CONNECTS_PER_SECOND", "20"))

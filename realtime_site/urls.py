@@ -2,12 +2,15 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import path, re_path
 
 from realtime_site.accounts import views as accounts
+from realtime_site.gateway import http_apps
 from realtime_site.gateway import views as gateway
 from realtime_site.staff import dashboard
 from realtime_site.staff import views as staff
+
+_APP = r"(?!(?:admin|accounts|api|static|tokens|metrics)/)(?P<owner>[^/]+)/(?P<alias>[^/]+)"
 
 urlpatterns = [
     path("", gateway.draw, name="home"),
@@ -23,4 +26,8 @@ urlpatterns = [
     path("admin/dashboard/export.csv", admin.site.admin_view(dashboard.export_csv), name="usage-export"),
     path("admin/runners/", admin.site.admin_view(dashboard.runners), name="runners"),
     path("admin/", admin.site.urls),
+    # The HTTP forms of the apps, last: /{owner}/{alias}/stream and /{owner}/{alias}, for any owner but
+    # this site's own first segments (so /accounts/login still redirects to its slash).
+    re_path(rf"^{_APP}/stream$", http_apps.stream, name="app-stream"),
+    re_path(rf"^{_APP}$", http_apps.run, name="app-run"),
 ]

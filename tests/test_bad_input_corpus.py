@@ -91,7 +91,7 @@ HTTP_CASES: list[tuple[str, str, str, dict, int, str]] = [
         "tokens bad alias",
         "POST",
         "/tokens/",
-        {"headers": {"Authorization": "KEY"}, "json": {"allowed_apps": ["a/b"]}},
+        {"headers": {"Authorization": "KEY"}, "json": {"allowed_apps": ["a b/c"]}},
         400,
         "not an app alias",
     ),

@@ -58,10 +58,23 @@ def test_parse_request_image_url_data_url() -> None:
     assert request.image == PNG
 
 
+def test_image_is_one_more_name_of_the_picture_bytes_or_data_url() -> None:
+    """fal-swift's camera sample sends its picture as ``image`` (bytes)."""
+    assert parse_request({"prompt": "x", "image": PNG}, encoding=Encoding.MSGPACK).image == PNG
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert parse_request({"prompt": "x", "image": url}, encoding=Encoding.JSON).image == PNG
+    both = {"prompt": "x", "image_bytes": PNG, "image": b"other"}
+    assert parse_request(both, encoding=Encoding.MSGPACK).image == PNG  # image_bytes wins
+    assert parse_request({"prompt": "x", "image_url": url, "image": b"raw"}, encoding=Encoding.MSGPACK).image == b"raw"
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
         ({"prompt": None}, "prompt"),
+        ({"image_bytes": None, "image": 5}, "image"),
+        ({"image_bytes": None, "image": b""}, "image"),
+        ({"image_bytes": None, "image": "not a data url"}, "image"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": "x" * 2001}, "prompt"),
         ({"prompt": 5}, "prompt"),

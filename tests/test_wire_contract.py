@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from realtime_site.protocol import MAX_BUFFERING_RANGE, CloseCode, ErrorCode
+from realtime_site.protocol import HTTP_STATUS, MAX_BUFFERING_RANGE, CloseCode, ErrorCode
 from tests.conftest import ROOT
 
 PRINT = """
@@ -40,4 +40,5 @@ def test_the_js_close_codes_are_the_protocols(js: dict) -> None:
 
 def test_the_js_error_codes_and_buffering_range_are_the_protocols(js: dict) -> None:
     assert set(js["status"]) | set(js["fatalErrors"]) <= {code.value for code in ErrorCode}
+    assert js["status"] == {code: HTTP_STATUS[ErrorCode(code)] for code in js["status"]}  # the HTTP endpoints' too
     assert tuple(js["maxBuffering"]) == MAX_BUFFERING_RANGE

@@ -44,13 +44,27 @@ def _token_request(body: bytes) -> tuple[list[str], int]:
     apps = data.get("allowed_apps")
     if not isinstance(apps, list) or not 1 <= len(apps) <= MAX_APPS_PER_TOKEN:
         raise BadRequest(f"allowed_apps must be a list of 1 to {MAX_APPS_PER_TOKEN} app aliases")
-    if not all(isinstance(a, str) and ALIAS.match(a) for a in apps):
+    apps = [_alias(app) for app in apps]
+    if not all(apps):
         raise BadRequest("allowed_apps holds something that is not an app alias")
     try:
         lifetime = token_lifetime(data.get("token_expiration"))
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     return apps, lifetime
+
+
+def _alias(app: object) -> str | None:
+    """An alias as it is, or the alias of ``owner/alias`` or ``owner/alias/path`` (fal's JS client
+    asks its token provider for ``owner/alias/stream``); None for anything else."""
+    if not isinstance(app, str):
+        return None
+    if ALIAS.match(app):
+        return app
+    try:
+        return parse_app_path(app if app.count("/") >= 2 else f"{app}/realtime").alias
+    except ValueError:
+        return None
 
 
 def _issue_for(user: AbstractBaseUser, body: bytes, api_key: ApiKey | None) -> JsonResponse:

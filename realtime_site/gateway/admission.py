@@ -19,6 +19,7 @@ from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_header
 from realtime_site.accounts.models import ApiKey, IssuedToken
 from realtime_site.accounts.tokens import TokenRefused, app_allowed, check_token
+from realtime_site.gateway.limits import EffectiveLimits, load_limits
 from realtime_site.protocol import (
     AppPath,
     CloseCode,
@@ -33,6 +34,7 @@ from realtime_site.usage.models import AuthMethod
 __all__ = [
     "Admission",
     "admit",
+    "admit_with_limits",
     "app_path_of",
     "has_credentials",
     "origin_allowed",
@@ -145,9 +147,10 @@ def _forbidden(reason: str) -> Refusal:
     return Refusal(ErrorCode.FORBIDDEN, reason, CloseCode.FORBIDDEN)
 
 
-def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admission:
-    """Admit or refuse (sync: runs in the database thread; at most a few indexed reads)."""
-    path = app_path_of(scope)
+def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None, path: AppPath | None = None) -> Admission:
+    """Admit or refuse (sync: runs in the database thread; at most a few indexed reads). ``path``: the
+    app and path when they are not the request's own (an HTTP call names the app in its route)."""
+    path = path or app_path_of(scope)
     app_id, alias = path.app_id, path.alias
     query = session_query(scope)
     common = {"app_id": app_id, "sub_path": path.sub_path, "session": query}
@@ -183,6 +186,14 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None) -> Admis
             raise _forbidden(f"not allowed to use app {app_id!r}")
         return Admission(session_user, auth_method=AuthMethod.SESSION, **common)
     raise _unauthorized("no credentials: send fal_jwt_token, an Authorization: Key header, or log in")
+
+
+def admit_with_limits(
+    scope: dict[str, Any], session_user: AbstractBaseUser | None, path: AppPath | None = None
+) -> tuple[Admission, EffectiveLimits]:
+    """Admission and the user's limits in one trip to the database thread."""
+    admission = admit(scope, session_user, path)
+    return admission, load_limits(admission.user.pk)
 
 
 def revoked_since(admission: Admission) -> str | None:

@@ -10,11 +10,14 @@ recently used one is forgotten first; a forgotten address starts again with a fu
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-__all__ = ["ConnectRate"]
+from realtime_site.protocol import CloseCode, ErrorCode, Refusal
+
+__all__ = ["ConnectRate", "connect_rate", "reset_connect_rate"]
 
 
 class ConnectRate:
@@ -46,5 +49,32 @@ class ConnectRate:
             self._buckets.popitem(last=False)
         return None if allowed else (1.0 - tokens) / self.rate
 
+    def refusal(self, address: str) -> Refusal | None:
+        """``take``, as the refusal a client is told (``RATE_LIMITED``, 4429) when over the rate."""
+        wait = self.take(address)
+        if wait is None:
+            return None
+        reason = f"too many new connections from your address (at most {self.rate:g} a second)"
+        return Refusal(ErrorCode.RATE_LIMITED, f"{reason}; try again in {math.ceil(wait)} s", CloseCode.TOO_MANY)
+
     def clear(self) -> None:
         self._buckets.clear()
+
+
+_shared: ConnectRate | None = None
+
+
+def connect_rate() -> ConnectRate:
+    """This process's buckets, shared by WebSocket connections and HTTP calls."""
+    global _shared
+    if _shared is None:
+        from django.conf import settings
+
+        _shared = ConnectRate(settings.REALTIME_CONNECTS_PER_SECOND, settings.REALTIME_CONNECT_BURST)
+    return _shared
+
+
+def reset_connect_rate() -> None:
+    """Forget the buckets and the settings they were made with (tests change the settings)."""
+    global _shared
+    _shared = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from typing import Any
 
 from channels.auth import get_user
@@ -24,16 +23,16 @@ from websockets.exceptions import ConnectionClosed
 from realtime_site.gateway import lifecycle
 from realtime_site.gateway.admission import (
     Admission,
-    admit,
+    admit_with_limits,
     app_path_of,
     has_credentials,
     revoked_since,
     session_query,
 )
 from realtime_site.gateway.backpressure import ResultOutbox
-from realtime_site.gateway.connect_rate import ConnectRate
+from realtime_site.gateway.connect_rate import connect_rate
 from realtime_site.gateway.groups import key_group, token_group, user_group
-from realtime_site.gateway.limits import EffectiveLimits, limiter, load_limits
+from realtime_site.gateway.limits import EffectiveLimits, limiter
 from realtime_site.gateway.relay import Kind, RelayAccount, usage_of
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
 from realtime_site.gateway.staff_reach import StaffReachableConsumer
@@ -51,22 +50,6 @@ SESSION_END_ERRORS = {
     CloseCode.TOO_LARGE: (ErrorCode.PAYLOAD_TOO_LARGE, "the runner closed this session: a frame was too large (1009)"),
     CloseCode.INTERNAL_ERROR: (ErrorCode.INTERNAL_ERROR, "the runner closed this session: an internal error (1011)"),
 }
-
-
-def _admit_with_limits(scope: dict[str, Any], session_user: Any) -> tuple[Admission, EffectiveLimits]:
-    """Admission and the user's limits in one trip to the database thread."""
-    admission = admit(scope, session_user)
-    return admission, load_limits(admission.user.pk)
-
-
-_connect_rate: ConnectRate | None = None
-
-
-def connect_rate() -> ConnectRate:
-    global _connect_rate
-    if _connect_rate is None:
-        _connect_rate = ConnectRate(settings.REALTIME_CONNECTS_PER_SECOND, settings.REALTIME_CONNECT_BURST)
-    return _connect_rate
 
 
 class ClientGone(Exception):
@@ -143,11 +126,9 @@ class RealtimeConsumer(StaffReachableConsumer):
     async def _admit(self) -> None:
         """Cheap refusals first (address rate, path grammar, the app catalog), then the database."""
         address = str((self.scope.get("client") or ("",))[0])
-        wait = connect_rate().take(address)
-        if wait is not None:
-            per_second = settings.REALTIME_CONNECTS_PER_SECOND
-            reason = f"too many new connections from your address (at most {per_second:g} a second)"
-            raise Refusal(ErrorCode.RATE_LIMITED, f"{reason}; try again in {math.ceil(wait)} s", CloseCode.TOO_MANY)
+        refusal = connect_rate().refusal(address)
+        if refusal is not None:
+            raise refusal
         app_id, sub_path = app_path_of(self.scope)
         session_query(self.scope)  # a repeated parameter is refused before the database too
         pool = get_pool()
@@ -161,7 +142,7 @@ class RealtimeConsumer(StaffReachableConsumer):
         if not has_credentials(self.scope) and "session" in self.scope:
             user = await get_user(self.scope)
             session_user = user if user.is_authenticated else None
-        admission, limits = await database_sync_to_async(_admit_with_limits)(self.scope, session_user)
+        admission, limits = await database_sync_to_async(admit_with_limits)(self.scope, session_user)
         try:
             pool.choose(admission.app_id)
         except NoRunner as exc:
@@ -181,6 +162,7 @@ class RealtimeConsumer(StaffReachableConsumer):
         app = admission.app_id
         self.account = RelayAccount(self.usage)
         self.m_active = metrics.ACTIVE.labels(app)
+        metrics.SESSIONS.labels(app, "realtime").inc()
         self.m_active.inc()
         self.outbox = ResultOutbox(
             self.scope,

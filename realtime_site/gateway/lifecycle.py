@@ -1,6 +1,6 @@
 """daphne, mended: shutdown writes usage and closes clients with 1001; protocol errors close cleanly;
-the access log writes paths without their query strings (where tokens may be);
-the consumer can see its connection's transport.
+the access log writes paths without their query strings (where tokens may be); request bodies over
+the frame cap are refused as they arrive (``daphne_bodies``); the consumer can see its transport.
 
 Shutdown: every open connection's usage is written, then clients get 1001.
 
@@ -19,6 +19,9 @@ import logging
 import weakref
 from typing import Any, Protocol
 
+from django.conf import settings
+
+from realtime_site.gateway.daphne_bodies import refuse_bodies_over_the_cap
 from realtime_site.protocol import close_reason
 
 __all__ = ["close_with_code", "install", "register"]
@@ -76,7 +79,8 @@ async def _close_then_cancel(server: Any) -> None:
 
 
 def install() -> None:
-    """Mend daphne (once per process): its shutdown trigger, the scope, protocol-error closes."""
+    """Mend daphne (once per process): its shutdown trigger, the scope, protocol-error closes, the
+    access log, and request bodies over the frame cap."""
     global _installed
     if _installed:
         return
@@ -90,6 +94,7 @@ def install() -> None:
     _drop_unfinished_requests()
     _report_unclean_closes()
     _keep_query_strings_out_of_the_access_log()
+    refuse_bodies_over_the_cap(settings.REALTIME_MAX_FRAME_BYTES)
 
 
 def _keep_query_strings_out_of_the_access_log() -> None:

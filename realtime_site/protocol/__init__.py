@@ -7,6 +7,7 @@ without a socket. Its modules: ``errors`` (codes, exceptions, the x-fal messages
 """
 
 from realtime_site.protocol.errors import (
+    HTTP_STATUS,
     MAX_CLOSE_REASON_BYTES,
     META_TYPES,
     CloseCode,
@@ -17,6 +18,7 @@ from realtime_site.protocol.errors import (
     close_reason,
     dropped_message,
     error_message,
+    http_status,
     is_meta,
     timings_message,
 )
@@ -54,6 +56,7 @@ from realtime_site.protocol.session import (
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
+    "HTTP_STATUS",
     "MAX_BUFFERING_RANGE",
     "MAX_CLOSE_REASON_BYTES",
     "MAX_FRAME_CONTAINERS",
@@ -80,6 +83,7 @@ __all__ = [
     "dropped_message",
     "encode_frame",
     "error_message",
+    "http_status",
     "is_app_id",
     "is_meta",
     "is_sub_path",

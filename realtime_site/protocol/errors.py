@@ -69,6 +69,28 @@ class ValidationError(ProtocolError):
         self.field = field
 
 
+# The HTTP status of each error when it is told before an HTTP response starts (the JS client's
+# ``error.status`` too). A refusal's close code 4xxx says its status itself (4404: 404).
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.APP_UNAVAILABLE: 503,
+    ErrorCode.RUNNER_UNAVAILABLE: 503,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.QUOTA_EXCEEDED: 429,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.TIMEOUT: 504,
+}
+
+
+def http_status(code: ErrorCode, close_code: int | None = None) -> int:
+    if close_code is not None and 4400 <= close_code < 4600:
+        return close_code - 4000
+    return HTTP_STATUS.get(code, 500)
+
+
 class Refusal(ProtocolError):
     """A connection refused at admission: told with ``x-fal-error``, then closed with ``close_code``."""
 

@@ -123,28 +123,36 @@ def _unicode(text: str, field: str) -> None:
 
 
 def _parse_image(frame: dict[str, Any], encoding: Encoding) -> bytes:
-    raw = frame.get("image_bytes")
-    if raw is not None:
+    """The input picture: ``image_bytes`` or ``image`` as binary, else ``image_url`` or ``image`` as a
+    data URL (fal-swift's camera sample sends its picture as ``image`` bytes)."""
+    for name in ("image_bytes", "image"):
+        raw = frame.get(name)
         if isinstance(raw, (bytes, bytearray, memoryview)):
             if not raw:
-                raise ValidationError("image_bytes", "is empty")
+                raise ValidationError(name, "is empty")
             return bytes(raw)
-        hint = "; JSON frames carry images in image_url" if encoding.is_json else ""
-        raise ValidationError("image_bytes", f"must be binary, got {type(raw).__name__}{hint}")
-    url = frame.get("image_url")
-    if url is None:
-        raise ValidationError("image", "one of image_bytes and image_url is required")
+        if raw is not None and not (name == "image" and isinstance(raw, str)):
+            hint = "; JSON frames carry images in image_url" if encoding.is_json else ""
+            raise ValidationError(name, f"must be binary, got {type(raw).__name__}{hint}")
+    for name in ("image_url", "image"):
+        url = frame.get(name)
+        if url is not None:
+            return _data_url(url, name)
+    raise ValidationError("image", "one of image_bytes, image_url and image is required")
+
+
+def _data_url(url: object, name: str) -> bytes:
     if not isinstance(url, str):
-        raise ValidationError("image_url", f"must be a string, got {type(url).__name__}")
+        raise ValidationError(name, f"must be a string, got {type(url).__name__}")
     match = _DATA_URL.match(url)
     if not match:
-        raise ValidationError("image_url", "must be a data:image/(png|jpeg|webp);base64, URL")
+        raise ValidationError(name, "must be a data:image/(png|jpeg|webp);base64, URL")
     try:
         data = base64.b64decode(url[match.end() :], validate=True)
     except (binascii.Error, ValueError):
-        raise ValidationError("image_url", "is not valid base64") from None
+        raise ValidationError(name, "is not valid base64") from None
     if not data:
-        raise ValidationError("image_url", "holds no image data")
+        raise ValidationError(name, "holds no image data")
     return data
 
 

@@ -29,11 +29,18 @@ from realtime_site.protocol import (
 from realtime_site.runner.engines import Engine, EngineOutput
 from realtime_site.runner.engines.base import OnPreview
 
-__all__ = ["Job", "Outcome", "answer_without_work", "encode_result", "execute", "execute_batch", "seed_of"]
+__all__ = ["Abandoned", "Job", "Outcome", "answer_without_work", "encode_result", "execute", "execute_batch", "seed_of"]
 
 log = logging.getLogger("realtime_site.runner")
 
 Outcome = tuple[bytes | str, float] | ProtocolError  # (the encoded result, its inference seconds)
+
+
+class Abandoned(ProtocolError):
+    """Raised from a preview callback when the session has closed: the engine stops at that step."""
+
+    def __init__(self) -> None:
+        super().__init__("the connection closed: the work was abandoned", code=ErrorCode.RUNNER_UNAVAILABLE)
 
 
 class Runs(Protocol):

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from realtime_site.protocol import CloseCode, ErrorCode
 from realtime_site.runner.apps import RunnerApp
 from realtime_site.runner.engines.base import Preview
-from realtime_site.runner.execution import Job, Outcome, answer_without_work, execute, seed_of
+from realtime_site.runner.execution import Abandoned, Job, Outcome, answer_without_work, execute, seed_of
 from realtime_site.runner.session_state import SessionOptions, SessionState
 
 __all__ = ["Session", "SessionOptions"]
@@ -31,6 +31,7 @@ class Session:
         self.draining = draining
         self.state = SessionState(options, app.app_id)
         self.lane = app.scheduler.open_lane(options.max_buffering, self._execute, self._deliver)
+        self.closed = False  # the client's connection ended: work in hand stops at its next step
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -49,6 +50,7 @@ class Session:
         except ConnectionClosed:
             pass
         finally:
+            self.closed = True
             watchdog.cancel()
             self.lane.close()
             state = self.state
@@ -97,6 +99,14 @@ class Session:
         seed, started, loop = seed_of(job.request), time.perf_counter(), asyncio.get_running_loop()
 
         def on_preview(preview: Preview) -> None:  # in the worker thread: encoded there, sent by the loop
+            if self.closed:  # nobody will see the rest: stop the engine at this step
+                log.info(
+                    "app %s: input abandoned at step %d of %d (connection closed)",
+                    self.app.app_id,
+                    preview.step,
+                    preview.steps,
+                )
+                raise Abandoned()
             frame = self.state.preview(job, preview, seed, time.perf_counter() - started)
             job.previews_sent.append(asyncio.run_coroutine_threadsafe(self._send(frame), loop))
 

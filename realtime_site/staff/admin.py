@@ -20,10 +20,10 @@ from realtime_site.usage.models import ConnectionRecord, UserUsage
 @admin.register(ConnectionRecord)
 class ConnectionRecordAdmin(admin.ModelAdmin):
     list_display = (
-        "started_at", "who", "app", "auth_method", "live", "frames_in", "results_out", "error_count",
+        "started_at", "who", "app", "mode", "auth_method", "live", "frames_in", "results_out", "error_count",
         "frames_dropped", "inference_seconds", "p50_ms", "close_code", "client_address",
     )  # fmt: skip
-    list_filter = ("app", "auth_method", "started_at", "close_code", "username")
+    list_filter = ("app", "mode", "auth_method", "started_at", "close_code", "username")
     search_fields = ("username", "app", "client_address", "user_agent", "token_id", "key_id")
     date_hierarchy = "started_at"
 

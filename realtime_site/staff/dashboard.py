@@ -37,7 +37,7 @@ RECORDS_PERMISSION = "usage.view_connectionrecord"
 RUNNERS_PERMISSION = "usage.view_runners"
 DEFAULT_RANGE = timedelta(hours=1)
 CSV_COLUMNS = (
-    "id", "user_id", "username", "app", "auth_method", "api_key_id", "key_id", "token_id", "gateway", "runner",
+    "id", "user_id", "username", "app", "auth_method", "mode", "api_key_id", "key_id", "token_id", "gateway", "runner",
     "started_at", "ended_at", "close_code", "frames_in", "results_out", "errors", "frames_dropped", "bytes_in",
     "bytes_out", "inference_seconds", "client_address", "user_agent",
 )  # fmt: skip

@@ -29,6 +29,7 @@ class Usage:
     user_id: int
     app: str
     auth_method: str
+    mode: str = "realtime"  # usage.models.Mode
     api_key_id: int | None = None
     token_id: str | None = None
     client_address: str = ""
@@ -75,6 +76,7 @@ class Usage:
             username=text("username"),
             app=text("app"),
             auth_method=text("auth_method"),
+            mode=text("mode"),
             api_key_id=None if self.api_key_id is None else int(self.api_key_id),
             key_id=text("key_id"),
             token_id=None if self.token_id is None else text("token_id"),

@@ -29,6 +29,12 @@ SLOW_CLIENT_DROPS = Counter(
     ["app"],
     registry=REGISTRY,
 )
+SESSIONS = Counter(
+    "realtime_sessions",
+    "Admitted sessions by mode: realtime (a WebSocket connection), stream and run (one HTTP request each)",
+    ["app", "mode"],
+    registry=REGISTRY,
+)
 ACTIVE = Gauge("realtime_active_connections", "Open realtime connections", ["app"], registry=REGISTRY)
 RUNNER_UP = Gauge("realtime_runner_up", "1 when the runner answers its health check", ["runner"], registry=REGISTRY)
 # The usage recorder's health: what waits for the database, what it could not keep.

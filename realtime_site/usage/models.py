@@ -28,12 +28,24 @@ class AuthMethod(models.TextChoices):
     SESSION = "session", "session cookie"
 
 
+class Mode(models.TextChoices):
+    REALTIME = "realtime", "realtime (WebSocket)"
+    STREAM = "stream", "stream (HTTP, server-sent events)"
+    RUN = "run", "run (HTTP, one result)"
+
+
 class ConnectionRecord(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user_id = models.IntegerField(db_index=True, help_text="the user's id; kept when the user is deleted")
     username = models.CharField(max_length=150, blank=True, help_text="the username when the connection was made")
     app = models.CharField(max_length=200, help_text="owner/alias")
     auth_method = models.CharField(max_length=16, choices=AuthMethod.choices)
+    mode = models.CharField(
+        max_length=8,
+        choices=Mode.choices,
+        default=Mode.REALTIME,
+        help_text="WebSocket or HTTP",
+    )
     api_key_id = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="the API key's id")
     key_id = models.CharField(max_length=32, blank=True, help_text="the API key's public id")
     token_id = models.CharField(max_length=32, null=True, blank=True, db_index=True, help_text="the token's jti")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -131,7 +132,9 @@ class UsageRecorder:
         loop = asyncio.get_running_loop()
         if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
             self._wake = asyncio.Event()
-            self._writer = loop.create_task(self._run())
+            # A context of its own: started from an HTTP view it would otherwise inherit that request's
+            # thread-sensitive executor (asgiref), which quits when the response is sent.
+            self._writer = loop.create_task(self._run(), context=contextvars.Context())
         return loop
 
     def _signal(self) -> None:

@@ -14,7 +14,8 @@ from django.contrib.auth import get_user_model
 from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import create_api_key
 from realtime_site.asgi import application
-from realtime_site.gateway import consumer, runners
+from realtime_site.gateway import runners
+from realtime_site.gateway.connect_rate import reset_connect_rate
 from realtime_site.gateway.limits import limiter
 from tests.conftest import RunnerProcess, drawing, encode
 
@@ -29,7 +30,7 @@ def pool(shared_runner: RunnerProcess) -> Iterator[runners.RunnerPool]:
     runners._pool = None
     limiter._users.clear()
     failures.clear()
-    consumer._connect_rate = None
+    reset_connect_rate()
 
 
 @pytest.fixture

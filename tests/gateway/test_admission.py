@@ -216,10 +216,10 @@ async def test_failed_credentials_from_one_address_are_throttled(user, api_key: 
 
 
 async def test_a_connect_storm_from_one_address_is_refused_before_admission(user, api_key: str, settings) -> None:
-    from realtime_site.gateway import consumer
+    from realtime_site.gateway.connect_rate import reset_connect_rate
 
     settings.REALTIME_CONNECTS_PER_SECOND, settings.REALTIME_CONNECT_BURST = 0.01, 3
-    consumer._connect_rate = None
+    reset_connect_rate()
     for _ in range(3):  # the burst: these reach admission (and are refused there: a bad key)
         _, code = await expect_refusal(ECHO, [(b"authorization", b"Key nobody:nothing")], client="192.0.2.1")
         assert code == 4401

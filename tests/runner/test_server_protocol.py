@@ -126,7 +126,7 @@ BAD_INPUTS: list[tuple[str, bytes | str, str, str]] = [
     ("no prompt", pack(image_bytes=JPEG), "VALIDATION_ERROR", "prompt: is required"),
     ("prompt number", pack(prompt=5, image_bytes=JPEG), "VALIDATION_ERROR", "prompt: must be a string"),
     ("prompt too long", pack(prompt="x" * 2001, image_bytes=JPEG), "VALIDATION_ERROR", "prompt: must be 1 to 2000"),
-    ("no image", pack(prompt="x"), "VALIDATION_ERROR", "image: one of image_bytes and image_url"),
+    ("no image", pack(prompt="x"), "VALIDATION_ERROR", "image: one of image_bytes, image_url and image"),
     ("image_bytes text", pack(prompt="x", image_bytes="abc"), "VALIDATION_ERROR", "image_bytes: must be binary"),
     (
         "remote url",

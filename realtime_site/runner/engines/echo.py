@@ -2,7 +2,9 @@
 
 When the input already has that size and format and is structurally complete, its bytes are
 returned as they are (nothing to re-encode); otherwise it is decoded and re-encoded. ``delay_ms``
-makes a deliberately slow engine for tests and benchmarks of the scheduler.
+makes a deliberately slow engine for tests and benchmarks of the scheduler; with ``steps`` above 1
+the delay is spent in that many steps, each shown as a preview when previews are asked for (a
+stand-in for a diffusion engine's denoising steps, for tests of streaming and cancelling).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from typing import Any
 
 from realtime_site.protocol import OUTPUT_FORMATS, ImageRequest, ValidationError
-from realtime_site.runner.engines.base import Engine, EngineOutput, option_float, option_int
+from realtime_site.runner.engines.base import Engine, EngineOutput, OnPreview, Preview, option_float, option_int
 from realtime_site.runner.imaging import decode_image, encode_image, is_complete, quick_probe
 
 
@@ -22,13 +24,24 @@ class EchoEngine(Engine):
     def __init__(self, options: dict[str, str]):
         self.delay = option_float(options, "delay_ms", 0.0, low=0.0, high=60_000.0) / 1000.0
         self.workers = option_int(options, "workers", 2, low=1, high=64)
+        self.steps = option_int(options, "steps", 1, low=1, high=50)
+        self.previews = self.steps > 1  # type: ignore[misc]  # per app, not per class
 
     def answer_without_work(self, request: ImageRequest) -> EngineOutput | None:
         return None if self.delay else self._pass_through(request)
 
     def infer(self, request: ImageRequest, seed: int) -> EngineOutput:
-        if self.delay:
-            time.sleep(self.delay)
+        return self.infer_with_previews(request, seed, None)
+
+    def infer_with_previews(self, request: ImageRequest, seed: int, on_preview: OnPreview | None) -> EngineOutput:
+        for step in range(1, self.steps + 1):
+            if self.delay:
+                time.sleep(self.delay / self.steps)
+            if on_preview is not None and step < self.steps:
+                on_preview(Preview(self._echo(request), step, self.steps))
+        return self._echo(request)
+
+    def _echo(self, request: ImageRequest) -> EngineOutput:
         same = self._pass_through(request)
         if same is not None:
             return same
@@ -51,4 +64,4 @@ class EchoEngine(Engine):
         return EngineOutput(request.image, OUTPUT_FORMATS[probe.format], probe.width, probe.height)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "delay_ms": self.delay * 1000}
+        return {**super().describe(), "delay_ms": self.delay * 1000, "steps": self.steps}
