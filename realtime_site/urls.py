@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
 from realtime_site.accounts import views as accounts
-from realtime_site.gateway import http_apps
+from realtime_site.gateway import http_apps, proxy
 from realtime_site.gateway import views as gateway
 from realtime_site.staff import dashboard
 from realtime_site.staff import views as staff
@@ -19,7 +19,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("tokens/", accounts.tokens, name="tokens"),
     path("api/fal/token", accounts.fal_token, name="fal-token"),
-    path("api/fal/proxy", accounts.fal_proxy, name="fal-proxy"),
+    path("api/fal/proxy", proxy.fal_proxy, name="fal-proxy"),
     path("metrics", staff.metrics, name="metrics"),
     path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="usage-dashboard"),
     path("admin/dashboard/data", admin.site.admin_view(dashboard.dashboard_data), name="usage-dashboard-data"),

@@ -1,4 +1,5 @@
-"""Token endpoints (docs/protocol.md section 4): ``POST /tokens/``, ``GET /api/fal/token``, ``POST /api/fal/proxy``."""
+"""Token endpoints (docs/protocol.md section 4): ``POST /tokens/``, ``GET /api/fal/token``, and the
+proxy's token requests (``gateway.proxy``)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,6 @@ from realtime_site.accounts.keys import KeyRefused, authenticate_key, parse_key_
 from realtime_site.accounts.models import ApiKey
 from realtime_site.accounts.tokens import ALIAS, MAX_APPS_PER_TOKEN, app_allowed, issue_token, token_lifetime
 from realtime_site.protocol import parse_app_path
-
-# The only target the proxy forwards to: fal's token endpoint, answered here.
-PROXY_TOKEN_PATH = "/tokens/"
-PROXY_TOKEN_HOSTS = {"rest.fal.ai", "rest.alpha.fal.ai"}
 
 
 def _error(status: int, detail: str) -> JsonResponse:
@@ -116,7 +113,7 @@ def fal_token(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"token": issue_token(request.user, [alias], lifetime), "expires_in": lifetime})
 
 
-def _same_origin(request: HttpRequest) -> bool:
+def same_origin(request: HttpRequest) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
         return True  # not a cross-site browser request (browsers send Origin on every POST)
@@ -124,19 +121,10 @@ def _same_origin(request: HttpRequest) -> bool:
     return url.scheme == request.scheme and url.netloc.lower() == request.get_host().lower()
 
 
-# Session-authenticated, but fal's JS client sends no CSRF token; cross-site POSTs are refused by
-# their Origin instead (and the session cookie is SameSite=Lax, so they carry no session anyway).
-@csrf_exempt
-@require_POST
-def fal_proxy(request: HttpRequest) -> JsonResponse:
-    if not request.user.is_authenticated:
-        return _error(401, "log in first")
-    if not _same_origin(request):
+def token_for_session(request: HttpRequest, user: AbstractBaseUser) -> JsonResponse:
+    """A token for the logged-in user, asked through the proxy by this site's own pages (sync).
+    Session-authenticated, but fal's JS client sends no CSRF token: a cross-site POST is refused by
+    its Origin instead (and the session cookie is SameSite=Lax, so it carries no session anyway)."""
+    if not same_origin(request):
         return _error(403, "cross-origin requests are not allowed")
-    target = request.headers.get("x-fal-target-url")
-    if not target:
-        return _error(400, "the x-fal-target-url header is required")
-    url = urlsplit(target)
-    if url.path != PROXY_TOKEN_PATH or (url.hostname not in PROXY_TOKEN_HOSTS and url.netloc != request.get_host()):
-        return _error(400, f"this proxy only forwards to the token endpoint ({PROXY_TOKEN_PATH}), not {target[:200]}")
-    return _issue_for(request.user, request.body, None)
+    return _issue_for(user, request.body, None)

@@ -51,7 +51,7 @@ from realtime_site.protocol import (
 from realtime_site.usage import metrics
 from realtime_site.usage.recorder import Usage, recorder
 
-__all__ = ["run", "stream"]
+__all__ = ["call", "error_response", "run", "stream"]
 
 log = logging.getLogger("realtime_site.gateway")
 HEARTBEAT_SECONDS = 10.0  # a comment line while a step takes long, so proxies keep the stream open
@@ -278,7 +278,8 @@ async def _run_result(call: Call) -> HttpResponse:
         await _finish(call, close_code)
 
 
-async def _call(request: HttpRequest, owner: str, alias: str, mode: str) -> HttpResponse:
+async def call(request: HttpRequest, owner: str, alias: str, mode: str) -> HttpResponse:
+    """One call of ``owner/alias`` in ``mode`` (``stream`` or ``run``); the proxy's too."""
     try:
         call = await _admit(request, owner, alias, mode)
     except CallRefused as refused:
@@ -300,10 +301,10 @@ async def _call(request: HttpRequest, owner: str, alias: str, mode: str) -> Http
 @csrf_exempt
 @with_cors
 async def stream(request: HttpRequest, owner: str, alias: str) -> HttpResponse:
-    return await _call(request, owner, alias, "stream")
+    return await call(request, owner, alias, "stream")
 
 
 @csrf_exempt
 @with_cors
 async def run(request: HttpRequest, owner: str, alias: str) -> HttpResponse:
-    return await _call(request, owner, alias, "run")
+    return await call(request, owner, alias, "run")

@@ -156,13 +156,15 @@ def test_proxy_issues_a_token_for_the_fal_token_target(client, user) -> None:
         "https://rest.fal.ai/storage/upload",
         "https://example.com/tokens/",
         "http://169.254.169.254/latest/meta-data/",
-        "https://fal.run/fal-ai/fast-lcm-diffusion",
+        "https://fal.run/fal-ai/fast-lcm-diffusion/requests/abc",  # an app's path, but not run or stream
+        "https://queue.fal.run/fal-ai/fast-lcm-diffusion",
+        "https://fal.run.example.com/fal-ai/fast-lcm-diffusion/stream",
     ],
 )
 def test_proxy_is_not_an_open_relay(client, user, target: str) -> None:
     client.force_login(user)
     response = client.post("/api/fal/proxy", TOKEN_BODY, content_type="application/json", HTTP_X_FAL_TARGET_URL=target)
-    assert response.status_code == 400 and "only forwards to the token endpoint" in response.json()["detail"]
+    assert response.status_code == 400 and "serves fal's token endpoint and the apps'" in response.json()["detail"]
 
 
 def test_proxy_refusals(client, user) -> None:

@@ -21,6 +21,7 @@ from tests.gateway.stack import GatewayStack, start_stack
 
 PASSWORD = "pw-hana-1234567"
 METRICS = "metrics-bearer-for-this-test"
+PARTNER = "https://partner.example"  # a site allowed to call the endpoints from its pages (CORS)
 APPS = "local/stylize,local/echo,test/steps=echo?delay_ms=3000&steps=30"
 PNG = encode(drawing(64, 64), "PNG")
 INPUT = {"prompt": "starry night", "image_url": "data:image/png;base64," + base64.b64encode(PNG).decode()}
@@ -28,7 +29,11 @@ INPUT = {"prompt": "starry night", "image_url": "data:image/png;base64," + base6
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    stack = start_stack(tmp_path_factory.mktemp("http-apps"), [["--apps", APPS]], {"REALTIME_METRICS_TOKEN": METRICS})
+    stack = start_stack(
+        tmp_path_factory.mktemp("http-apps"),
+        [["--apps", APPS]],
+        {"REALTIME_METRICS_TOKEN": METRICS, "REALTIME_CORS_ORIGINS": PARTNER},
+    )
     make = f"get_user_model().objects.create_user('hana', password={PASSWORD!r})"
     stack.manage("shell", "-c", f"from django.contrib.auth import get_user_model; {make}")
     stack.key = stack.manage("create_api_key", "hana").strip()  # type: ignore[attr-defined]
@@ -225,3 +230,59 @@ def test_runner_sessions_are_reused_between_calls(stack: GatewayStack) -> None:
     stylize = next(app for app in health["apps"] if app["id"] == "local/stylize")
     assert stylize["load"]["connections"] <= 2  # one kept session (a stream's may be another), not four
     assert sum("connection closed: app=local/stylize" in line for line in runner.output) == before
+
+
+def test_the_proxy_serves_the_app_endpoints_to_a_session_and_to_a_key(stack: GatewayStack) -> None:
+    stream_target = {"x-fal-target-url": "https://fal.run/local/stylize/stream"}
+    with httpx.Client(base_url=stack.http, timeout=60) as browser:
+        login = browser.get("/accounts/login/")
+        browser.post(
+            "/accounts/login/", data={"username": "hana", "password": PASSWORD, "csrfmiddlewaretoken": csrf_of(login)}
+        )
+        page = {"Origin": stack.http, **stream_target}
+        streamed = browser.post("/api/fal/proxy", json=INPUT, headers=page)
+        assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+        assert [e.get("partial", False) for e in events_of(streamed.text)] == [True, False]
+        foreign = browser.post("/api/fal/proxy", json=INPUT, headers={**page, "Origin": "https://evil.example"})
+        assert foreign.status_code == 403
+    run_target = {"x-fal-target-url": "https://fal.run/local/echo", **key_headers(stack)}  # fal-swift with FAL_KEY
+    ran = httpx.post(f"{stack.http}/api/fal/proxy", json=INPUT, headers=run_target, timeout=60)
+    assert ran.status_code == 200 and ran.json()["images"][0]["width"] == 512
+    token = httpx.post(
+        f"{stack.http}/api/fal/proxy",
+        json={"allowed_apps": ["echo"]},
+        headers={"x-fal-target-url": "https://rest.alpha.fal.ai/tokens/", **key_headers(stack)},
+    )
+    assert token.status_code == 200 and token.json().startswith("eyJ")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://fal.run/local/echo/requests/1",
+        "https://queue.fal.run/local/echo",
+        "https://example.com/local/echo/stream",
+        "http://169.254.169.254/latest/meta-data",
+    ],
+)
+def test_the_proxy_refuses_every_other_target(stack: GatewayStack, target: str) -> None:
+    headers = {"x-fal-target-url": target, **key_headers(stack)}
+    response = httpx.post(f"{stack.http}/api/fal/proxy", json=INPUT, headers=headers, timeout=30)
+    assert response.status_code == 400 and "run and stream endpoints only" in response.json()["detail"]
+
+
+def test_cors_lets_a_listed_site_stream_with_a_token_and_no_other(stack: GatewayStack) -> None:
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    allowed = httpx.options(f"{stack.http}/local/echo/stream", headers={"Origin": PARTNER, **preflight})
+    assert allowed.status_code == 204 and allowed.headers["access-control-allow-origin"] == PARTNER
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    assert "content-type" in allowed.headers["access-control-allow-headers"]
+    token = httpx.post(f"{stack.http}/tokens/", json={"allowed_apps": ["echo"]}, headers=key_headers(stack)).json()
+    response = stream(stack, "local/echo", INPUT, params={"fal_jwt_token": token}, headers={"Origin": PARTNER})
+    assert response.status_code == 200 and response.headers["access-control-allow-origin"] == PARTNER
+    assert response.headers["access-control-expose-headers"] == "x-fal-request-id"
+    other = "https://other.example"
+    refused = httpx.options(f"{stack.http}/local/echo/stream", headers={"Origin": other, **preflight})
+    assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    answered = stream(stack, "local/echo", INPUT, params={"fal_jwt_token": token}, headers={"Origin": other})
+    assert "access-control-allow-origin" not in answered.headers  # the browser keeps it from that page
