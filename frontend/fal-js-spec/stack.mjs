@@ -30,8 +30,8 @@ async function stopProcess(proc) {
   clearTimeout(timer);
 }
 
-function startRunner(env) {
-  const args = ["-m", "realtime_site.runner", "--apps", RUNNER_APPS, "--host", "127.0.0.1", "--port", "0"];
+function startRunner(env, apps) {
+  const args = ["-m", "realtime_site.runner", "--apps", apps, "--host", "127.0.0.1", "--port", "0"];
   const proc = spawn(PYTHON, args, { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
@@ -131,11 +131,12 @@ function probe(url) {
 }
 
 /**
- * Start runner + gateway, create the user and an API key, mint tokens.
+ * Start runner + gateway, create the user and an API key, mint tokens. `apps`: the runner's --apps
+ * (the spec's by default; they must include myapp, otherapp and local/echo).
  * @typedef {{myapp: string, myappCustom: string, otherapp: string}} Tokens
  * @returns {Promise<{ws: string, http: string, key: string, tokens: Tokens, stop: () => Promise<void>}>}
  */
-export async function startStack() {
+export async function startStack({ apps = RUNNER_APPS } = {}) {
   const varDir = mkdtempSync(join(tmpdir(), "fal-js-spec-"));
   const base = { ...process.env };
   for (const name of ["DATABASE_URL", "REDIS_URL"]) delete base[name];
@@ -148,7 +149,7 @@ export async function startStack() {
     rmSync(varDir, { recursive: true, force: true });
   };
   try {
-    runner = await startRunner(base);
+    runner = await startRunner(base, apps);
     const env = {
       ...base,
       REALTIME_VAR_DIR: varDir,
