@@ -1,4 +1,5 @@
-"""The Python realtime client: fal's ``realtime`` API, pointed at a self-hosted server. No Django.
+"""The Python client: fal's ``realtime``, ``stream`` and ``run`` APIs, pointed at a self-hosted server.
+No Django.
 
 from realtime_site.client import realtime
 
@@ -14,6 +15,7 @@ from realtime_site.client.connection import (
     realtime,
     realtime_async,
 )
+from realtime_site.client.http import run, run_async, stream, stream_async
 from realtime_site.client.images import result_image, result_image_bytes
 
 __all__ = [
@@ -24,4 +26,8 @@ __all__ = [
     "realtime_async",
     "result_image",
     "result_image_bytes",
+    "run",
+    "run_async",
+    "stream",
+    "stream_async",
 ]

@@ -1,7 +1,8 @@
 """``python -m realtime_site.client APP --prompt ... --image in.png --out out.jpg``
 
 Sends a picture and a prompt to a realtime app and writes the generated image. ``--watch FILE``
-keeps the connection open and sends the file again each time it changes, writing each result.
+keeps the connection open and sends the file again each time it changes, writing each result;
+``--stream`` makes one HTTP call instead and writes each preview as it comes, then the result.
 Progress and timings go to stderr. Exit codes:
 
     0 done   1 unexpected failure, or no result in time   2 bad arguments (a missing input file, an
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from realtime_site.client.connection import RealtimeConnection, RealtimeError, realtime
+from realtime_site.client.http import stream
 from realtime_site.client.images import result_image_bytes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_REJECTED = range(7)
@@ -64,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image", type=Path, required=True, help="input picture (PNG, JPEG or WebP)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the result (.jpg, .png, .webp)")
     parser.add_argument("--watch", action="store_true", help="send --image again each time it changes")
+    parser.add_argument(
+        "--stream", action="store_true", help="over HTTP: write each preview to --out as it comes, then the result"
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--strength", type=float)
     parser.add_argument("--steps", type=int, dest="num_inference_steps")
@@ -94,6 +99,12 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # readers never see half a file
+
+
 def _round_trip(connection: RealtimeConnection, args: argparse.Namespace, request_id: int) -> None:
     image = args.image.read_bytes()
     started = time.perf_counter()
@@ -106,9 +117,7 @@ def _round_trip(connection: RealtimeConnection, args: argparse.Namespace, reques
             break
     elapsed = time.perf_counter() - started
     data = result_image_bytes(result)
-    tmp = args.out.with_name(args.out.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, args.out)  # readers never see half a file
+    _write(args.out, data)
     entry = result["images"][0]
     inference = result.get("timings", {}).get("inference", 0.0)
     _say(
@@ -116,6 +125,22 @@ def _round_trip(connection: RealtimeConnection, args: argparse.Namespace, reques
         f"{entry.get('content_type', '')}, {len(data) / 1000:.1f} KB): {elapsed * 1000:.0f} ms round trip, "
         f"{inference * 1000:.0f} ms inference, seed {result.get('seed')}"
     )
+
+
+def _stream(args: argparse.Namespace) -> None:
+    """One call over ``/stream``: each preview written to --out as it comes, then the result."""
+    image = args.image.read_bytes()
+    started = time.perf_counter()
+    auth = {"base_url": args.base_url, "key": args.key, "use_jwt": not args.no_jwt}
+    for event in stream(args.app, _frame(args, image, 1), timeout=args.timeout, **auth):
+        data = result_image_bytes(event)
+        _write(args.out, data)
+        entry, elapsed = event["images"][0], (time.perf_counter() - started) * 1000
+        size = f"{entry['width']}x{entry['height']}"
+        if event.get("partial"):
+            _say(f"step {event.get('step')}/{event.get('steps')}: {size} preview at {elapsed:.0f} ms")
+        else:
+            _say(f"-> {args.out} ({size}, {len(data) / 1000:.1f} KB) at {elapsed:.0f} ms, seed {event.get('seed')}")
 
 
 def _watch(connection: RealtimeConnection, args: argparse.Namespace) -> None:
@@ -150,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--image {args.image}: no such file")
     if args.out.suffix.lower() not in FORMATS:
         parser.error(f"--out {args.out}: use a .jpg, .png or .webp name")
+    if args.stream and args.watch:
+        parser.error("--stream and --watch: choose one (--watch keeps a realtime connection)")
     try:
+        if args.stream:
+            _stream(args)
+            return EXIT_OK
         with realtime(args.app, base_url=args.base_url, key=args.key, use_jwt=not args.no_jwt) as connection:
             if args.watch:
                 _watch(connection, args)

@@ -52,6 +52,7 @@ class _Target:
     http_base: str
     alias: str
     headers: dict[str, str]
+    app_id: str = ""  # owner/alias
 
 
 def _app_path(app: str) -> tuple[str, str | None]:
@@ -89,7 +90,7 @@ def _resolve(
     api_key = key or os.environ.get("REALTIME_KEY") or os.environ.get("FAL_KEY")
     if not api_key:
         raise ValueError("no API key: pass key= or set REALTIME_KEY (python manage.py create_api_key USER)")
-    return _Target(ws_url, http_base, alias_of(app_id), {"Authorization": f"Key {api_key}"})
+    return _Target(ws_url, http_base, alias_of(app_id), {"Authorization": f"Key {api_key}"}, app_id)
 
 
 def _with_token(url: str, token: str) -> str:
