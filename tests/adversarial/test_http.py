@@ -17,7 +17,7 @@ import pytest
 
 from tests.adversarial.attacks import Attack, connected, http, response_outcome, staff_http, until_result
 from tests.adversarial.harness import Case, Expect, Harness, Outcome, login
-from tests.adversarial.inputs import good_frame
+from tests.adversarial.inputs import JPEG, data_url, good_frame
 
 KEY = {"Authorization": "KEY"}
 BAD_JSON = Expect(status=400, detail=r"json|nest|deep")
@@ -29,6 +29,30 @@ def with_cookie(method: str, path: str, **options) -> Attack:
     async def attack(h: Harness) -> Outcome:
         headers = {"Cookie": h.session_cookie(), **options.pop("headers", {})}
         return await http(method, path, headers=headers, **options)(h)
+
+    return attack
+
+
+APP_INPUT = {"prompt": "x", "image_url": data_url(JPEG)}
+
+
+def stream_left(times: int) -> Attack:
+    """Open a stream of the slow app and leave at its first byte, ``times`` over: each call is
+    recorded, its runner session closed (not reused), and nobody else waits for its work."""
+
+    async def attack(h: Harness) -> Outcome:
+        def leave() -> int:
+            headers = {"Authorization": f"Key {h.keys['attacker']}"}
+            url = f"{h.stack.http}/test/slow/stream"
+            with httpx.stream("POST", url, json=APP_INPUT, headers=headers, timeout=30) as response:
+                next(response.iter_bytes())
+                return response.status_code
+
+        statuses = [await asyncio.to_thread(leave) for _ in range(times)]
+        outcome = Outcome(status=statuses[-1], frames=times)
+        if any(status != 200 for status in statuses):
+            outcome.problems.append(f"statuses {sorted(set(statuses))}")
+        return outcome
 
     return attack
 
@@ -283,6 +307,30 @@ CASES = [
         Expect(status=400),
     ),
     Case("static-path-traversal", http("GET", "/static/%2e%2e/%2e%2e/realtime_site/settings.py"), Expect(status=404)),
+    # The apps' HTTP forms (POST /{app}/stream, POST /{app}): every bad call named before any event.
+    Case("app-stream-without-credentials", http("POST", "/local/echo/stream", json=APP_INPUT), Expect(status=401)),
+    Case(
+        "app-run-not-json",
+        http("POST", "/local/echo", headers=KEY, content=b"{not json"),
+        Expect(status=422, detail="JSON"),
+    ),
+    Case(
+        "app-run-json-nested-40-thousand-deep",  # 240 KB, under the body cap: Python's parser gives up
+        http("POST", "/local/echo", headers=KEY, content=b'{"a":' * 40_000 + b"1" + b"}" * 40_000),
+        Expect(status=422, detail="JSON"),
+    ),
+    Case(
+        "app-stream-body-over-the-cap",
+        http("POST", "/local/echo/stream", headers=KEY, content=b"x" * 300_000),
+        Expect(status=413, detail="limit"),
+    ),
+    Case(
+        "app-stream-remote-image-url",  # no fetching of remote URLs: no SSRF through the input
+        http("POST", "/local/echo/stream", headers=KEY, json={"prompt": "x", "image_url": "http://169.254.169.254/"}),
+        Expect(status=422, detail="image_url"),
+    ),
+    Case("app-stream-unknown-app", http("POST", "/no/such/stream", headers=KEY, json=APP_INPUT), Expect(status=404)),
+    Case("app-stream-left-30-times", stream_left(30), Expect(status=200, admitted=30)),
     Case(
         "login-with-a-100-kb-username",
         login_attempt("u" * 100_000, "x"),
