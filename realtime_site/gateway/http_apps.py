@@ -271,7 +271,7 @@ async def _run_result(call: Call) -> HttpResponse:
                     close_code = NORMAL
                     error = json.loads(text)
                     code = str(error.get("error", ErrorCode.INTERNAL_ERROR))
-                    status = http_status(ErrorCode(code)) if code in ErrorCode else 500
+                    status = http_status(ErrorCode(code)) if code in ErrorCode.__members__ else 500
                     return error_response(code, str(error.get("reason", "")), status, call.request_id)
         raise ProtocolError("the runner gave no result")  # unreachable: _answers ends with one
     finally:
@@ -288,7 +288,11 @@ async def call(request: HttpRequest, owner: str, alias: str, mode: str) -> HttpR
             response["Retry-After"] = "1"
         return response
     if mode == "run":
-        return await _run_result(call)
+        try:
+            return await _run_result(call)
+        except Exception:  # a bug: logged, and told as JSON like every other error
+            log.exception("run call of %s failed", call.admission.app_id)
+            return error_response(ErrorCode.INTERNAL_ERROR, "the call failed (an internal error)", 500)
     response = StreamingHttpResponse(_stream_events(call), content_type="text/event-stream")
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once

@@ -286,3 +286,26 @@ def test_cors_lets_a_listed_site_stream_with_a_token_and_no_other(stack: Gateway
     assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
     answered = stream(stack, "local/echo", INPUT, params={"fal_jwt_token": token}, headers={"Origin": other})
     assert "access-control-allow-origin" not in answered.headers  # the browser keeps it from that page
+
+
+def test_calls_count_against_the_users_frame_rate_like_frames(stack: GatewayStack) -> None:
+    make = (
+        "from django.contrib.auth import get_user_model; from realtime_site.accounts.models import UserLimits; "
+        "u = get_user_model().objects.create_user('ivo'); UserLimits.objects.create(user=u, frames_per_minute=2)"
+    )
+    stack.manage("shell", "-c", make)
+    key = {"Authorization": f"Key {stack.manage('create_api_key', 'ivo').strip()}"}
+    statuses = [httpx.post(f"{stack.http}/local/echo", json=INPUT, headers=key, timeout=30) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert statuses[2].json()["error"] == "RATE_LIMITED" and statuses[2].headers["retry-after"]
+    assert stream(stack, "local/echo", INPUT, headers=key).status_code == 429  # the same budget
+
+
+def test_a_picture_the_runner_refuses_is_the_streams_last_event(stack: GatewayStack) -> None:
+    garbage = {"prompt": "x", "image_url": "data:image/png;base64," + base64.b64encode(b"not a png").decode()}
+    response = stream(stack, "local/stylize", garbage, headers=key_headers(stack))
+    assert response.status_code == 200  # the gateway checks the fields; the runner reads the picture
+    (error,) = events_of(response.text)
+    assert error["type"] == "x-fal-error" and error["error"] == "VALIDATION_ERROR" and "image" in error["reason"]
+    ran = httpx.post(f"{stack.http}/local/stylize", json=garbage, headers=key_headers(stack), timeout=30)
+    assert ran.status_code == 422 and ran.json()["error"] == "VALIDATION_ERROR"
