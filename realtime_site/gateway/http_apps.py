@@ -183,12 +183,10 @@ def _counted(
 
 
 async def _finish(call: Call, close_code: int) -> None:
+    """Free the slot and hand the record to the writer; the answer does not wait for the database."""
     limiter.disconnect(call.admission.user.pk)
     if settings.USAGE_RECORDING:
-        try:
-            await recorder.close(call.usage, close_code)
-        except Exception:
-            log.exception("could not write the usage record of %s", call.usage.id)
+        recorder.close_soon(call.usage, close_code, batched=True)
 
 
 async def _answers(call: Call) -> AsyncIterator[tuple[Kind, str]]:

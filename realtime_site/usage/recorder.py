@@ -48,6 +48,7 @@ __all__ = ["GATEWAY_NAME", "LIVE_GROUP", "Usage", "UsageRecorder", "recorder"]
 GATEWAY_NAME = f"{socket.gethostname()}:{os.getpid()}"
 LIVE_GROUP = "usage-live"  # the staff dashboard listens here
 LIVE_INTERVAL = 2.0  # seconds between rollups sent to the dashboard
+CLOSE_BATCH_SECONDS = 0.2  # how long the writer waits for more batched closes (HTTP calls) to join a round
 
 log = logging.getLogger("realtime_site.usage")
 
@@ -65,6 +66,7 @@ class UsageRecorder:
         self._retries: Counter[Any] = Counter()  # failures of a row while the database answered
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._wake: asyncio.Event | None = None
+        self._urgent = False  # a close someone waits for is in hand
         self._writer: asyncio.Task[None] | None = None
         self.rollups = Rollups()
         self.lost = 0  # records dropped because the backlog was full
@@ -80,14 +82,24 @@ class UsageRecorder:
     async def close(self, usage: Usage, close_code: int | None) -> None:
         """Mark the connection ended; returns once its record is written or kept for a retry (or,
         with the database hanging, after ``USAGE_DRAIN_TIMEOUT`` seconds: the record waits all the same)."""
+        future = self.close_soon(usage, close_code)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(future), settings.USAGE_DRAIN_TIMEOUT)
+
+    def close_soon(self, usage: Usage, close_code: int | None, *, batched: bool = False) -> asyncio.Future[None]:
+        """Mark the connection ended and hand its record to the writer, now, without waiting for it
+        (an HTTP call answers first); a shutdown's ``drain`` writes it all the same. ``batched``: the
+        writer may wait ``CLOSE_BATCH_SECONDS`` for more closes to write in the same round (many short
+        HTTP calls, one commit instead of one each)."""
         if usage.ended_at is None:
             usage.ended_at = timezone.now()
             usage.close_code = close_code
         future = self._ensure_writer().create_future()
         self._closing.append((usage, future))
+        if not batched:
+            self._urgent = True
         self._signal()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(future), settings.USAGE_DRAIN_TIMEOUT)
+        return future
 
     async def flush(self) -> None:
         """Write every open connection now."""
@@ -151,6 +163,9 @@ class UsageRecorder:
                 self.rollups.tick(list(self._open.values()))
                 await self._broadcast()
             self._wake.clear()
+            if self._closing and not self._urgent and not self._flush_waiters:
+                await asyncio.sleep(CLOSE_BATCH_SECONDS)  # more short calls' closes join this round
+            self._urgent = False
             everything = bool(self._flush_waiters) or time.monotonic() - last_write >= settings.USAGE_FLUSH_INTERVAL
             if everything:
                 last_write = time.monotonic()
