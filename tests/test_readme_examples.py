@@ -273,6 +273,11 @@ def check_prints_width(block: Block, live: Live) -> None:
     assert_width_and_timing(done.stdout, block)
 
 
+def check_streams_a_preview_then_the_result(block: Block, live: Live) -> None:
+    _, done = run_python(block, live)
+    assert done.stdout.split() == ["preview", "128", "result", "512"], report(block, done)
+
+
 def check_command_line(block: Block, live: Live) -> None:
     """The commands as written; the ``--watch`` one is stopped as Ctrl+C would, once it wrote its file."""
     work = live.workdir(f"line-{block.line}")
@@ -350,6 +355,7 @@ RUN: dict[str, Callable[[Block, Live], None]] = {
     "sh: export REALTIME_BASE_URL=http://localhost:8000 REALTIME_KEY=KEY_ID:KEY_SECRET": check_command_line,
     'js: import { connect } from "/static/realtime.js";': check_js_logs_width,
     "python: from realtime_site.client import realtime": check_prints_width,
+    "python: from realtime_site.client import stream": check_streams_a_preview_then_the_result,
     "python: import asyncio": check_prints_width,
     'js: import { fal } from "@fal-ai/client";': check_js_logs_result,
     'js: // In a page with an import map for "@msgpack/msgpack", as templates/draw.html has.': check_js_shows_image,
