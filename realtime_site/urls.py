@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
 from realtime_site.accounts import views as accounts
-from realtime_site.gateway import http_apps, proxy
+from realtime_site.gateway import http_views, proxy
 from realtime_site.gateway import views as gateway
 from realtime_site.staff import dashboard
 from realtime_site.staff import views as staff
@@ -28,6 +28,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # The HTTP forms of the apps, last: /{owner}/{alias}/stream and /{owner}/{alias}, for any owner but
     # this site's own first segments (so /accounts/login still redirects to its slash).
-    re_path(rf"^{_APP}/stream$", http_apps.stream, name="app-stream"),
-    re_path(rf"^{_APP}$", http_apps.run, name="app-run"),
+    re_path(rf"^{_APP}/stream$", http_views.stream, name="app-stream"),
+    re_path(rf"^{_APP}$", http_views.run, name="app-run"),
 ]

@@ -47,7 +47,8 @@ def parse_key_header(value: str | None) -> tuple[str, str]:
 
 def authenticate_key(key_id: str, secret: str) -> ApiKey:
     """The active key matching ``key_id:secret`` (sync; touches the database)."""
-    key = ApiKey.objects.select_related("user").filter(key_id=key_id).first()
+    # One query: the key, its user and the user's limits (admission reads all three).
+    key = ApiKey.objects.select_related("user", "user__realtime_limits").filter(key_id=key_id).first()
     if key is None or not hmac.compare_digest(key.secret_hash, _hash(secret)):
         raise KeyRefused("unknown API key or wrong secret")
     if key.revoked_at is not None:

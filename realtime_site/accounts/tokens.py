@@ -70,8 +70,16 @@ def token_lifetime(requested: Any) -> int:
     return min(requested, cap)
 
 
+def limits_of(user: AbstractBaseUser) -> UserLimits | None:
+    """The user's limits row, or None: read once per user object (``select_related`` may have)."""
+    try:
+        return user.realtime_limits  # type: ignore[attr-defined]
+    except UserLimits.DoesNotExist:
+        return None
+
+
 def app_allowed(user: AbstractBaseUser, alias: str) -> bool:
-    limits = UserLimits.objects.filter(user=user).only("allowed_apps").first()
+    limits = limits_of(user)
     return not limits or not limits.allowed_apps or alias in limits.allowed_apps
 
 

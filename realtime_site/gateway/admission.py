@@ -193,7 +193,7 @@ def admit_with_limits(
 ) -> tuple[Admission, EffectiveLimits]:
     """Admission and the user's limits in one trip to the database thread."""
     admission = admit(scope, session_user, path)
-    return admission, load_limits(admission.user.pk)
+    return admission, load_limits(admission.user)
 
 
 def revoked_since(admission: Admission) -> str | None:

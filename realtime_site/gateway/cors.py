@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-__all__ = ["with_cors"]
+__all__ = ["cors_headers", "with_cors"]
 
 View = Callable[..., Awaitable[HttpResponse]]
 ALLOWED_HEADERS = "accept, authorization, content-type, x-fal-target-url"
@@ -24,6 +24,17 @@ def allowed_origin(request: HttpRequest) -> str | None:
     if not origin or origin not in settings.REALTIME_CORS_ORIGINS:
         return None
     return origin
+
+
+def cors_headers(origin: str | None) -> dict[str, str]:
+    """The headers of an answer to a page of ``origin``: none unless it is an allowed origin."""
+    if not origin or origin not in settings.REALTIME_CORS_ORIGINS:
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "x-fal-request-id",
+        "Vary": "Origin",
+    }
 
 
 def with_cors(view: View) -> View:
@@ -41,10 +52,8 @@ def with_cors(view: View) -> View:
                 response["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
         else:
             response = await view(request, *args, **kwargs)
-        if origin:
-            response["Access-Control-Allow-Origin"] = origin
-            response["Access-Control-Expose-Headers"] = "x-fal-request-id"
-            response["Vary"] = "Origin"
+        for name, value in cors_headers(origin).items():
+            response[name] = value
         return response
 
     return wrapper

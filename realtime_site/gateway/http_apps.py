@@ -1,6 +1,6 @@
 """The HTTP forms of every app: ``POST /{owner}/{alias}/stream`` (server-sent events, a preview per
 step, then the result) and ``POST /{owner}/{alias}`` (one JSON result), as fal's ``stream`` and
-``run`` call them (docs/protocol.md section 7).
+``run`` call them (docs/protocol.md section 1, "HTTP: stream and run").
 
 One call is one input. It is admitted like a realtime connection (token in the query, API key,
 or the session cookie from this site's own pages), counted against the same limits, recorded with
@@ -18,20 +18,16 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
 from websockets.exceptions import ConnectionClosed
 
 from realtime_site.gateway.admission import Admission, admit_with_limits, has_credentials
 from realtime_site.gateway.connect_rate import connect_rate
-from realtime_site.gateway.cors import with_cors
 from realtime_site.gateway.limits import EffectiveLimits, limiter
 from realtime_site.gateway.relay import Kind, RelayAccount, usage_of
 from realtime_site.gateway.runners import NoRunner, get_pool
@@ -51,7 +47,7 @@ from realtime_site.protocol import (
 from realtime_site.usage import metrics
 from realtime_site.usage.recorder import Usage, recorder
 
-__all__ = ["call", "error_response", "run", "stream"]
+__all__ = ["CallAnswer", "CallRequest", "answer", "error_answer"]
 
 log = logging.getLogger("realtime_site.gateway")
 HEARTBEAT_SECONDS = 10.0  # a comment line while a step takes long, so proxies keep the stream open
@@ -60,23 +56,47 @@ NORMAL, CLIENT_LEFT = 1000, 1001  # what the usage record's close code says of a
 
 
 class CallRefused(Exception):
-    def __init__(self, code: ErrorCode, reason: str, status: int | None = None, retry_after: int | None = None):
+    """A call refused before its answer starts: the code, the reason, and its HTTP status."""
+
+    def __init__(self, code: ErrorCode, reason: str, status: int | None = None):
         super().__init__(reason)
         self.code, self.reason = code, reason
         self.status = status or http_status(code)
-        self.retry_after = retry_after
 
     @classmethod
     def of(cls, refusal: Refusal) -> CallRefused:
         return cls(refusal.code, refusal.reason, http_status(refusal.code, refusal.close_code))
 
 
-def error_response(code: ErrorCode | str, reason: str, status: int, request_id: str | None = None) -> JsonResponse:
+@dataclass
+class CallRequest:
+    """What a call needs of its HTTP request, whoever parsed it (Django's view or ``app_calls``)."""
+
+    scope: dict[str, Any]
+    method: str
+    body: bytes | None  # None: over the size limit
+    session_user: Callable[[], Awaitable[Any]] | None = None  # the session's user, when there is a session
+
+
+@dataclass
+class CallAnswer:
+    """The answer: a status, headers, and a body, or the events of a stream as they come."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    events: AsyncIterator[bytes] | None = None
+
+
+def error_answer(code: ErrorCode | str, reason: str, status: int, request_id: str | None = None) -> CallAnswer:
     """fal's clients read ``message`` (and ``detail`` on a 422)."""
-    response = JsonResponse({"error": str(code), "detail": reason, "message": f"{code}: {reason}"}, status=status)
+    body = json.dumps({"error": str(code), "detail": reason, "message": f"{code}: {reason}"}).encode()
+    headers = {"Content-Type": "application/json"}
     if request_id:
-        response["x-fal-request-id"] = request_id
-    return response
+        headers["x-fal-request-id"] = request_id
+    if status == 429:
+        headers["Retry-After"] = "1"
+    return CallAnswer(status, headers, body)
 
 
 _upstreams: UpstreamSessions | None = None
@@ -106,9 +126,9 @@ class Call:
         return f"{self.admission.app_id}/realtime?{UPSTREAM_QUERY[self.mode]}"
 
 
-async def _admit(request: HttpRequest, owner: str, alias: str, mode: str) -> Call:
+async def _admit(request: CallRequest, owner: str, alias: str, mode: str) -> Call:
     """Cheap refusals first (the app catalog, method, address rate, size, input), then the database."""
-    scope: dict[str, Any] = request.scope  # type: ignore[attr-defined]
+    scope = request.scope
     try:
         path = parse_app_path(f"/{owner}/{alias}/realtime")
     except ValueError as exc:
@@ -124,10 +144,10 @@ async def _admit(request: HttpRequest, owner: str, alias: str, mode: str) -> Cal
     refusal = connect_rate().refusal(str((scope.get("client") or ("",))[0]))
     if refusal is not None:
         raise CallRefused.of(refusal)
-    body = _body(request)
+    body = _body(request.body)
     session_user = None
-    if not has_credentials(scope):
-        user = await request.auser()
+    if not has_credentials(scope) and request.session_user is not None:
+        user = await request.session_user()
         session_user = user if user.is_authenticated else None
     try:
         admission, limits = await database_sync_to_async(admit_with_limits)(scope, session_user, path)
@@ -136,13 +156,9 @@ async def _admit(request: HttpRequest, owner: str, alias: str, mode: str) -> Cal
     return _counted(mode, admission, limits, scope, body, path)
 
 
-def _body(request: HttpRequest) -> str:
+def _body(raw: bytes | None) -> str:
     """The input: a JSON object that is a valid input, checked here so a bad one gets its status."""
-    limit = settings.REALTIME_MAX_FRAME_BYTES
-    try:
-        raw = request.body  # body_limit has refused bodies over the limit before they were read
-    except RequestDataTooBig:
-        raw = None
+    limit = settings.REALTIME_MAX_FRAME_BYTES  # daphne_bodies refused bodies far over it as they came
     if raw is None or len(raw) > limit:
         raise CallRefused(ErrorCode.PAYLOAD_TOO_LARGE, f"the body is over the limit of {limit} bytes")
     try:
@@ -255,58 +271,42 @@ async def _stream_events(call: Call) -> AsyncIterator[bytes]:
         await _finish(call, close_code)
 
 
-async def _run_result(call: Call) -> HttpResponse:
+async def _run_result(call: Call) -> CallAnswer:
     close_code = CLIENT_LEFT
     try:
         async with contextlib.aclosing(_answers(call)) as answers:  # closed at once: the session goes back
             async for kind, text in answers:
                 if kind is Kind.RESULT:
                     close_code = NORMAL
-                    response = HttpResponse(text, content_type="application/json")
-                    response["x-fal-request-id"] = call.request_id
-                    return response
+                    headers = {"Content-Type": "application/json", "x-fal-request-id": call.request_id}
+                    return CallAnswer(200, headers, text.encode())
                 if kind is Kind.ERROR:
                     close_code = NORMAL
                     error = json.loads(text)
                     code = str(error.get("error", ErrorCode.INTERNAL_ERROR))
                     status = http_status(ErrorCode(code)) if code in ErrorCode.__members__ else 500
-                    return error_response(code, str(error.get("reason", "")), status, call.request_id)
+                    return error_answer(code, str(error.get("reason", "")), status, call.request_id)
         raise ProtocolError("the runner gave no result")  # unreachable: _answers ends with one
     finally:
         await _finish(call, close_code)
 
 
-async def call(request: HttpRequest, owner: str, alias: str, mode: str) -> HttpResponse:
-    """One call of ``owner/alias`` in ``mode`` (``stream`` or ``run``); the proxy's too."""
+async def answer(request: CallRequest, owner: str, alias: str, mode: str) -> CallAnswer:
+    """One call of ``owner/alias`` in ``mode`` (``stream`` or ``run``)."""
     try:
         call = await _admit(request, owner, alias, mode)
     except CallRefused as refused:
-        response = error_response(refused.code, refused.reason, refused.status)
-        if refused.status == 429:
-            response["Retry-After"] = "1"
-        return response
+        return error_answer(refused.code, refused.reason, refused.status)
     if mode == "run":
         try:
             return await _run_result(call)
         except Exception:  # a bug: logged, and told as JSON like every other error
             log.exception("run call of %s failed", call.admission.app_id)
-            return error_response(ErrorCode.INTERNAL_ERROR, "the call failed (an internal error)", 500)
-    response = StreamingHttpResponse(_stream_events(call), content_type="text/event-stream")
-    response["Cache-Control"] = "no-store"
-    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
-    response["x-fal-request-id"] = call.request_id
-    return response
-
-
-# Authenticated by a token, an API key, or the session from this site's own pages (admission checks
-# the Origin), never by a cookie alone: fal's clients send no CSRF token.
-@csrf_exempt
-@with_cors
-async def stream(request: HttpRequest, owner: str, alias: str) -> HttpResponse:
-    return await call(request, owner, alias, "stream")
-
-
-@csrf_exempt
-@with_cors
-async def run(request: HttpRequest, owner: str, alias: str) -> HttpResponse:
-    return await call(request, owner, alias, "run")
+            return error_answer(ErrorCode.INTERNAL_ERROR, "the call failed (an internal error)", 500)
+    headers = {
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",  # nginx: pass each event on at once
+        "x-fal-request-id": call.request_id,
+    }
+    return CallAnswer(200, headers, events=_stream_events(call))

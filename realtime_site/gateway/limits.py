@@ -38,12 +38,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
-from realtime_site.accounts.models import UserLimits
+from realtime_site.accounts.tokens import limits_of
 from realtime_site.gateway.limits_state import WINDOW, UserState
 from realtime_site.gateway.limits_sync import CONNECTION_TTL, SYNC_INTERVAL, SharedCounts
 from realtime_site.protocol import ErrorCode
@@ -64,11 +65,13 @@ class EffectiveLimits:
     frames_today: int  # recorded in the database when the connection opened
 
 
-def load_limits(user_id: int) -> EffectiveLimits:
-    """The user's limits and today's recorded frames (sync; two small reads)."""
+def load_limits(user: Any) -> EffectiveLimits:
+    """The user's limits and today's recorded frames (sync; at most two small reads: the limits row
+    is read once per user object, and the day's frames only when there is a quota)."""
     from realtime_site.usage.models import ConnectionRecord
 
-    row = UserLimits.objects.filter(user_id=user_id).first()
+    row = limits_of(user)
+    user_id = user.pk
 
     def pick(name: str, default: int | None) -> int | None:
         value = getattr(row, name, None) if row else None

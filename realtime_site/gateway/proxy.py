@@ -18,7 +18,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from realtime_site.accounts import views as accounts
-from realtime_site.gateway.http_apps import call, error_response
+from realtime_site.gateway.http_apps import error_answer
+from realtime_site.gateway.http_views import call, response_of
 from realtime_site.protocol import ErrorCode
 
 __all__ = ["fal_proxy"]
@@ -41,13 +42,13 @@ def _app_target(path: str) -> tuple[str, str, str] | None:
 @csrf_exempt  # a session caller is checked by its Origin; fal's clients send no CSRF token
 async def fal_proxy(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
-        return error_response(ErrorCode.VALIDATION_ERROR, f"use POST, not {request.method}", 405)
+        return response_of(error_answer(ErrorCode.VALIDATION_ERROR, f"use POST, not {request.method}", 405))
     keyed = request.headers.get("Authorization") is not None
     if not keyed and not (await request.auser()).is_authenticated:
-        return error_response(ErrorCode.UNAUTHORIZED, "log in first, or send Authorization: Key", 401)
+        return response_of(error_answer(ErrorCode.UNAUTHORIZED, "log in first, or send Authorization: Key", 401))
     target = request.headers.get("x-fal-target-url")
     if not target:
-        return error_response(ErrorCode.VALIDATION_ERROR, "the x-fal-target-url header is required", 400)
+        return response_of(error_answer(ErrorCode.VALIDATION_ERROR, "the x-fal-target-url header is required", 400))
     url = urlsplit(target)
     here = url.netloc.lower() == request.get_host().lower()
     if url.path == TOKEN_PATH and (url.hostname in TOKEN_HOSTS or here):
@@ -58,4 +59,4 @@ async def fal_proxy(request: HttpRequest) -> HttpResponse:
     if app is not None and (url.hostname in RUN_HOSTS or here):
         return await call(request, *app)  # admitted there: key, or session with this site's Origin
     reason = f"this proxy serves fal's token endpoint and the apps' run and stream endpoints only, not {target[:200]}"
-    return error_response(ErrorCode.VALIDATION_ERROR, reason, 400)
+    return response_of(error_answer(ErrorCode.VALIDATION_ERROR, reason, 400))

@@ -309,3 +309,11 @@ def test_a_picture_the_runner_refuses_is_the_streams_last_event(stack: GatewaySt
     assert error["type"] == "x-fal-error" and error["error"] == "VALIDATION_ERROR" and "image" in error["reason"]
     ran = httpx.post(f"{stack.http}/local/stylize", json=garbage, headers=key_headers(stack), timeout=30)
     assert ran.status_code == 422 and ran.json()["error"] == "VALIDATION_ERROR"
+
+
+def test_a_host_that_is_not_allowed_is_refused_on_the_fast_path_too(stack: GatewayStack) -> None:
+    headers = {**key_headers(stack), "Host": "evil.example"}
+    response = httpx.post(f"{stack.http}/local/echo", json=INPUT, headers=headers, timeout=30)
+    assert response.status_code == 400  # Django's answer: the call is handed to it
+    fine = httpx.post(f"{stack.http}/local/echo", json=INPUT, headers=key_headers(stack), timeout=30)
+    assert fine.headers["x-content-type-options"] == "nosniff" and fine.status_code == 200
