@@ -22,7 +22,7 @@ pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
 
-from tests.runner.tiny_pipeline import build
+from tests.runner.tiny_pipeline import build  # noqa: E402  (after the skips: it imports torch)
 
 APP = "fal-ai/fast-lcm-diffusion"
 RED = encode(Image.new("RGB", (64, 64), (200, 30, 30)), "PNG")
