@@ -143,13 +143,15 @@ def decode_token(token: str) -> TokenGrant:
 
 
 def check_token(token: str, alias: str) -> tuple[TokenGrant, IssuedToken]:
-    """Decode, then check the app, the token's record and its minting key (sync; one database read)."""
+    """Decode, then check the app, the token's record and its minting key (sync; one read: record, user,
+    limits, key)."""
     grant = decode_token(token)
     if alias not in grant.apps:
         raise TokenRefused(f"token does not allow app {alias!r} (it allows: {', '.join(grant.apps)})", forbidden=True)
-    record = IssuedToken.objects.select_related("user", "api_key").filter(jti=grant.jti).first()
-    if record is None:
-        raise TokenRefused("token was not issued by this server")
+    try:  # the user's limits with it: admission reads them next
+        record = IssuedToken.objects.select_related("user", "user__realtime_limits", "api_key").get(jti=grant.jti)
+    except IssuedToken.DoesNotExist:
+        raise TokenRefused("token was not issued by this server") from None
     if record.revoked_at is not None:
         raise TokenRefused("token was revoked")
     if record.user_id != grant.user_id:  # signed by us, yet naming another user than its record
