@@ -42,6 +42,7 @@ class UpstreamSessions:
         self.per_target = per_target  # idle sessions kept per runner and target
         self.max_idle = max_idle
         self._idle: dict[tuple[str, str], list[Lease]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
 
     async def lease(self, app_id: str, target: str) -> Lease:
         """An open session at ``target``: an idle one on a healthy runner, else a new one on the
@@ -63,7 +64,7 @@ class UpstreamSessions:
         key = (lease.runner.url, lease.target)
         idle = self._idle.setdefault(key, [])
         if lease.ws.state is not State.OPEN or not lease.runner.healthy or len(idle) >= self.per_target:
-            asyncio.get_running_loop().create_task(self._retire(lease))
+            self._retire_soon(lease)
             return
         lease.idle_since = time.monotonic()
         lease.watcher = asyncio.get_running_loop().create_task(lease.ws.recv())
@@ -77,7 +78,7 @@ class UpstreamSessions:
     async def close_all(self) -> None:
         leases = [lease for idle in self._idle.values() for lease in idle]
         self._idle.clear()
-        await asyncio.gather(*(self._retire(lease) for lease in leases), return_exceptions=True)
+        await asyncio.gather(*(self._retire(lease) for lease in leases), *self._retiring, return_exceptions=True)
 
     def idle_count(self) -> int:
         return sum(len(idle) for idle in self._idle.values())
@@ -98,7 +99,12 @@ class UpstreamSessions:
         idle = self._idle.get(key, [])
         if lease in idle and lease.watcher is not None and not lease.watcher.cancelled():
             idle.remove(lease)
-            asyncio.get_running_loop().create_task(self._retire(lease))
+            self._retire_soon(lease)
+
+    def _retire_soon(self, lease: Lease) -> None:
+        task = asyncio.get_running_loop().create_task(self._retire(lease))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, lease: Lease) -> None:
         if lease.retired:

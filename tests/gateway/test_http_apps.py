@@ -22,7 +22,7 @@ from tests.gateway.stack import GatewayStack, start_stack
 PASSWORD = "pw-hana-1234567"
 METRICS = "metrics-bearer-for-this-test"
 PARTNER = "https://partner.example"  # a site allowed to call the endpoints from its pages (CORS)
-APPS = "local/stylize,local/echo,test/steps=echo?delay_ms=3000&steps=30"
+APPS = "local/stylize,local/echo,test/steps=echo?delay_ms=3000&steps=30,test/brief=echo?session_timeout=1"
 PNG = encode(drawing(64, 64), "PNG")
 INPUT = {"prompt": "starry night", "image_url": "data:image/png;base64," + base64.b64encode(PNG).decode()}
 
@@ -230,6 +230,24 @@ def test_runner_sessions_are_reused_between_calls(stack: GatewayStack) -> None:
     stylize = next(app for app in health["apps"] if app["id"] == "local/stylize")
     assert stylize["load"]["connections"] <= 2  # one kept session (a stream's may be another), not four
     assert sum("connection closed: app=local/stylize" in line for line in runner.output) == before
+
+
+def app_connections(stack: GatewayStack, app_id: str) -> int:
+    health = httpx.get(f"http://127.0.0.1:{stack.runners[0].port}/healthz").json()
+    return next(app for app in health["apps"] if app["id"] == app_id)["load"]["connections"]
+
+
+def test_an_idle_session_the_runner_times_out_is_retired_and_the_next_call_opens_one(stack: GatewayStack) -> None:
+    call = lambda: httpx.post(f"{stack.http}/test/brief", json=INPUT, headers=key_headers(stack), timeout=60)  # noqa: E731
+    assert call().status_code == 200
+    assert app_connections(stack, "test/brief") == 1  # kept for the next call
+    deadline = time.monotonic() + 20
+    while app_connections(stack, "test/brief") and time.monotonic() < deadline:
+        time.sleep(0.1)  # the runner's TIMEOUT after 1 s idle; the gateway closes its side
+    assert app_connections(stack, "test/brief") == 0
+    answer = call()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["images"]
 
 
 def test_the_proxy_serves_the_app_endpoints_to_a_session_and_to_a_key(stack: GatewayStack) -> None:
