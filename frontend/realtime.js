@@ -38,6 +38,7 @@ export const FATAL_ERRORS = new Set(["FORBIDDEN", "APP_UNAVAILABLE", "QUOTA_EXCE
  * @property {number} [throttleInterval] ms, leading and trailing edge, latest input wins; 0 disables
  * @property {number} [maxBuffering] 1..60
  * @property {string} [path] default "/realtime"
+ * @property {boolean} [previews] ours: ask for each intermediate image (results marked `partial`)
  * @property {(appIdWithPath: string) => Promise<string>} [tokenProvider] none: connect without a token
  * @property {number} [tokenExpirationSeconds] refresh the token at 90% of this
  * @property {(input: any) => any} [encodeMessage] default: msgpack (binary frame)
@@ -67,9 +68,9 @@ function defaultBaseUrl() {
 
 /**
  * @param {string} app
- * @param {{baseUrl?: string, token?: string, maxBuffering?: number, path?: string}} options
+ * @param {{baseUrl?: string, token?: string, maxBuffering?: number, path?: string, previews?: boolean}} options
  */
-export function buildRealtimeUrl(app, { baseUrl, token, maxBuffering, path } = {}) {
+export function buildRealtimeUrl(app, { baseUrl, token, maxBuffering, path, previews } = {}) {
   if (maxBuffering !== undefined && !(maxBuffering >= MAX_BUFFERING_RANGE[0] && maxBuffering <= MAX_BUFFERING_RANGE[1])) {
     throw new Error(`The \`maxBuffering\` must be between ${MAX_BUFFERING_RANGE[0]} and ${MAX_BUFFERING_RANGE[1]} (inclusive)`);
   }
@@ -77,6 +78,7 @@ export function buildRealtimeUrl(app, { baseUrl, token, maxBuffering, path } = {
   const query = new URLSearchParams();
   if (token !== undefined) query.set("fal_jwt_token", token);
   if (maxBuffering !== undefined) query.set("max_buffering", maxBuffering.toFixed(0));
+  if (previews) query.set("previews", "1");
   const resolvedPath = resolveEndpointPath(app, path, "/realtime") ?? "";
   const search = query.toString();
   return `${base}/${ensureEndpointIdFormat(app)}${resolvedPath}${search ? `?${search}` : ""}`;
@@ -235,12 +237,12 @@ class Connection {
   }
 
   openSocket() {
-    const { baseUrl, maxBuffering, path } = this.options;
+    const { baseUrl, maxBuffering, path, previews } = this.options;
     let ws;
     try {
       const WebSocketImpl = globalThis.WebSocket;
       if (!WebSocketImpl) throw new Error("no WebSocket implementation (set globalThis.WebSocket)");
-      ws = new WebSocketImpl(buildRealtimeUrl(this.app, { baseUrl, token: this.token, maxBuffering, path }));
+      ws = new WebSocketImpl(buildRealtimeUrl(this.app, { baseUrl, token: this.token, maxBuffering, path, previews }));
       ws.binaryType = "arraybuffer";
     } catch (error) {
       safeCall(this.options.onError, realtimeError("CONNECTION_FAILED", error?.message ?? String(error)));

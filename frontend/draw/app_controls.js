@@ -1,8 +1,8 @@
 // The parameters as the chosen app understands them, from what its runner reports in /healthz:
 // its vocabulary (local/stylize's style names) as chips that add or remove the word in the prompt,
-// and the inputs it ignores greyed out and disabled.
+// the inputs it ignores greyed out and disabled, and the choice to watch its steps where it shows them.
 
-/** @typedef {{id: string, vocabulary?: string[], ignores?: string[]}} AppInfo */
+/** @typedef {{id: string, vocabulary?: string[], ignores?: string[], previews?: boolean}} AppInfo */
 
 const WORD = /[a-z0-9]+/g;
 
@@ -26,14 +26,21 @@ export function toggleWord(/** @type {string} */ prompt, /** @type {string} */ w
 export class AppControls {
   /**
    * @param {AppInfo[]} apps
-   * @param {{prompt: HTMLTextAreaElement, chips: HTMLElement, styles: HTMLElement, onChange: () => void}} elements
+   * @param {{prompt: HTMLTextAreaElement, chips: HTMLElement, styles: HTMLElement, steps: HTMLElement,
+   *   onChange: () => void}} elements
    */
-  constructor(apps, { prompt, chips, styles, onChange }) {
+  constructor(apps, { prompt, chips, styles, steps, onChange }) {
     this.apps = new Map(apps.map((app) => [app.id, app]));
     this.prompt = prompt;
     this.chips = chips;
     this.styles = styles;
+    this.steps = steps;
     this.onChange = onChange;
+  }
+
+  /** Whether `appId` shows its intermediate images (its runner reports `previews`). */
+  hasPreviews(/** @type {string} */ appId) {
+    return this.apps.get(appId)?.previews === true;
   }
 
   /** Show the vocabulary and the ignored inputs of `appId`. */
@@ -43,6 +50,7 @@ export class AppControls {
     const ignores = new Set(app?.ignores ?? []);
     this.chips.replaceChildren(...vocabulary.map((word) => this.chip(word)));
     this.styles.hidden = vocabulary.length === 0;
+    this.steps.hidden = !this.hasPreviews(appId);
     this.promptEdited();
     for (const field of document.querySelectorAll(".field[data-param]")) {
       const off = ignores.has(/** @type {HTMLElement} */ (field).dataset.param ?? "");

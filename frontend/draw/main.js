@@ -3,7 +3,9 @@
 // A frame leaves only when the drawing or a parameter changed, at most once per throttle interval
 // (leading and trailing edge), as binary JPEG at the chosen size. The throttle runs before the JPEG
 // is encoded, which is the costly part, so realtime.js's own throttle is off here. Nothing leaves
-// before the first stroke: the result pane invites to draw until then.
+// before the first stroke: the result pane invites to draw until then. Where the app shows its
+// steps and the person asks for them, each intermediate image is shown as it comes, marked
+// "step S of N", until the input's result replaces it.
 
 import { connect, throttle } from "../realtime.js";
 import { DrawingCanvas } from "./canvas.js";
@@ -21,7 +23,7 @@ const ui = {
   seedLock: $("seed-lock"), size: $("size"), color: $("color"), brush: $("brush"), eraser: $("eraser"),
   result: $("result"), placeholder: $("result-placeholder"), busy: $("busy"), status: $("status"),
   latency: $("latency"), fps: $("fps"), download: $("download"), error: $("error"), video: $("video"),
-  webcam: $("webcam"),
+  webcam: $("webcam"), showSteps: $("show-steps"), step: $("step"),
 };
 
 const stats = new RollingStats();
@@ -36,13 +38,15 @@ let lastChangeAt = performance.now();
 let connection;
 /** @type {string | undefined} */
 let resultUrl;
+/** @type {string | undefined} */
+let stepUrl;
 /** @type {MediaStream | undefined} */
 let camera;
 
 const drawing = new DrawingCanvas($("canvas"), { onChange: drew });
 window.realtimePage = { stats, inFlight, drawing }; // read by the browser benchmark
 const appControls = new AppControls(JSON.parse($("app-info").textContent), {
-  prompt: ui.prompt, chips: $("style-chips"), styles: $("styles"), onChange: changed,
+  prompt: ui.prompt, chips: $("style-chips"), styles: $("styles"), steps: $("steps-field"), onChange: changed,
 });
 
 function drew(/** @type {number} */ eventTime) {
@@ -78,7 +82,13 @@ const sendFrame = throttle(async () => {
   ui.busy.hidden = false;
 }, THROTTLE_MS);
 
+/** @param {any} image a result's image: bytes (msgpack) or a data URL (JSON) */
+async function blobOf(image) {
+  return image.content ? new Blob([image.content], { type: image.content_type }) : (await fetch(image.url)).blob();
+}
+
 async function showResult(/** @type {any} */ result) {
+  if (result.partial) return showStep(result);
   const id = result.request_id;
   const frame = inFlight.get(id);
   for (const key of inFlight.keys()) if (key <= id) inFlight.delete(key); // older ones were displaced
@@ -87,9 +97,7 @@ async function showResult(/** @type {any} */ result) {
   lastShownId = id;
   const image = result.images?.[0];
   if (!image) return;
-  const blob = image.content
-    ? new Blob([image.content], { type: image.content_type })
-    : await (await fetch(image.url)).blob();
+  const blob = await blobOf(image);
   if (id !== lastShownId) return; // a newer result overtook this one while it was fetched
   const url = URL.createObjectURL(blob);
   ui.result.src = url;
@@ -97,8 +105,11 @@ async function showResult(/** @type {any} */ result) {
   if (id !== lastShownId) return; // ... or while it was decoded
   ui.result.hidden = false;
   ui.placeholder.hidden = true;
+  ui.step.hidden = true;
   if (resultUrl) URL.revokeObjectURL(resultUrl);
   resultUrl = url;
+  if (stepUrl) URL.revokeObjectURL(stepUrl);
+  stepUrl = undefined;
   if (frame) stats.add(performance.now() - frame.changeAt);
   ui.latency.textContent = `${Math.round(stats.percentile(50))} ms`;
   ui.download.href = url;
@@ -106,6 +117,25 @@ async function showResult(/** @type {any} */ result) {
   ui.download.hidden = false;
   ui.error.hidden = true;
   ui.result.dataset.requestId = String(id);
+}
+
+/** An intermediate image of an input newer than the result shown; its own result replaces it. */
+async function showStep(/** @type {any} */ preview) {
+  const id = preview.request_id;
+  const image = preview.images?.[0];
+  if (typeof id !== "number" || id <= lastShownId || !image) return;
+  const blob = await blobOf(image);
+  if (id <= lastShownId) return; // its result (or a newer one) is being shown
+  const url = URL.createObjectURL(blob);
+  ui.result.src = url;
+  await ui.result.decode().catch(() => undefined);
+  if (stepUrl) URL.revokeObjectURL(stepUrl);
+  stepUrl = url;
+  if (id <= lastShownId) return; // its result came while it was decoded
+  ui.result.hidden = false;
+  ui.placeholder.hidden = true;
+  ui.step.textContent = `step ${preview.step} of ${preview.steps}`;
+  ui.step.hidden = false;
 }
 
 function showError(/** @type {any} */ error) {
@@ -130,6 +160,7 @@ async function tokenProvider(/** @type {string} */ app) {
 function openConnection() {
   connection?.close();
   inFlight.clear();
+  ui.step.hidden = true;
   const app = ui.app.value;
   appControls.show(app);
   if (!app) {
@@ -137,8 +168,10 @@ function openConnection() {
     showError(new Error("No app is available: no runner is reachable."));
     return;
   }
+  const previews = ui.showSteps.checked && appControls.hasPreviews(app);
   connection = connect(app, {
-    connectionKey: `draw:${app}`,
+    connectionKey: `draw:${app}:${previews ? "steps" : "results"}`,
+    previews,
     throttleInterval: 0,
     maxBuffering: 1,
     tokenProvider,
@@ -238,6 +271,7 @@ ui.prompt.addEventListener("input", () => {
   changed();
 });
 ui.app.addEventListener("change", openConnection);
+ui.showSteps.addEventListener("change", openConnection);
 
 document.addEventListener("keydown", (e) => {
   const typing = e.target instanceof HTMLElement && e.target.closest("input, textarea, select");

@@ -58,6 +58,8 @@ describe("app ids and URLs", () => {
     assert.equal(buildRealtimeUrl("fal-ai/x/realtime", { baseUrl: base, token: "t" }), "ws://example.test:8000/fal-ai/x/realtime?fal_jwt_token=t");
     assert.equal(buildRealtimeUrl("fal-ai/x", { baseUrl: base, path: "stream" }), "ws://example.test:8000/fal-ai/x/stream");
     assert.equal(buildRealtimeUrl("fal-ai/x", { baseUrl: "https://h.test" }), "wss://h.test/fal-ai/x/realtime");
+    assert.equal(buildRealtimeUrl("fal-ai/x", { baseUrl: base, previews: true }), "ws://example.test:8000/fal-ai/x/realtime?previews=1");
+    assert.equal(buildRealtimeUrl("fal-ai/x", { baseUrl: base, previews: false }), "ws://example.test:8000/fal-ai/x/realtime");
   });
 
   it("validates maxBuffering (1..60) in connect and in the URL", () => {

@@ -210,7 +210,12 @@ class RunnerPool:
                 "error": r.error,
                 "load": r.load,
                 "apps": {
-                    app_id: {"state": a.get("state"), "reason": a.get("reason"), "details": _details(a)}
+                    app_id: {
+                        "state": a.get("state"),
+                        "reason": a.get("reason"),
+                        "details": _details(a),
+                        "previews": a.get("previews") is True,
+                    }
                     for app_id, a in r.apps.items()
                 },
             }

@@ -15,19 +15,22 @@ from realtime_site.gateway.runners import get_pool
 
 async def app_states() -> list[dict[str, Any]]:
     """Every app any runner knows, ready on how many runners, or why not; with what its engine
-    reports for the page: the prompt words it understands and the inputs it ignores."""
+    reports for the page: the prompt words it understands, the inputs it ignores, and whether it
+    shows its steps (previews)."""
     pool = get_pool()
     await pool.ready()  # the pool lives on the server's event loop, hence async views
     apps: dict[str, dict[str, Any]] = {}
     for runner in pool.describe():
         for app_id, state in runner["apps"].items():
             entry = apps.setdefault(
-                app_id, {"id": app_id, "ready_runners": 0, "reasons": [], "vocabulary": [], "ignores": []}
+                app_id,
+                {"id": app_id, "ready_runners": 0, "reasons": [], "vocabulary": [], "ignores": [], "previews": False},
             )
             if runner["healthy"] and state["state"] == "ready":
                 entry["ready_runners"] += 1
                 entry["vocabulary"] = _strings(state["details"].get("style_names"))
                 entry["ignores"] = _strings(state["details"].get("ignores"))
+                entry["previews"] = state["previews"]
             elif state["reason"] and state["reason"] not in entry["reasons"]:
                 entry["reasons"].append(state["reason"])
     for entry in apps.values():

@@ -14,7 +14,7 @@ from tests.gateway.stack import GatewayStack
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 PASSWORD = "pw-frida-12345"
-APPS = "local/stylize,local/echo,fal-ai/fast-lcm-diffusion"
+APPS = "local/stylize,local/echo,fal-ai/fast-lcm-diffusion,test/steps=echo?delay_ms=1200&steps=3"
 TOKEN_LIFETIME = 4  # seconds: tokens expire and are refreshed many times during the tests
 
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")

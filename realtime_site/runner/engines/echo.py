@@ -4,7 +4,8 @@ When the input already has that size and format and is structurally complete, it
 returned as they are (nothing to re-encode); otherwise it is decoded and re-encoded. ``delay_ms``
 makes a deliberately slow engine for tests and benchmarks of the scheduler; with ``steps`` above 1
 the delay is spent in that many steps, each shown as a preview when previews are asked for (a
-stand-in for a diffusion engine's denoising steps, for tests of streaming and cancelling).
+stand-in for a diffusion engine's denoising steps, for tests of streaming and cancelling), small like
+every engine's previews.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import time
 from typing import Any
 
 from realtime_site.protocol import OUTPUT_FORMATS, ImageRequest, ValidationError
-from realtime_site.runner.engines.base import Engine, EngineOutput, OnPreview, Preview, option_float, option_int
+from realtime_site.runner.engines.base import (
+    Engine,
+    EngineOutput,
+    OnPreview,
+    Preview,
+    encode_preview,
+    option_float,
+    option_int,
+)
 from realtime_site.runner.imaging import decode_image, encode_image, is_complete, quick_probe
 
 
@@ -38,7 +47,8 @@ class EchoEngine(Engine):
             if self.delay:
                 time.sleep(self.delay / self.steps)
             if on_preview is not None and step < self.steps:
-                on_preview(Preview(self._echo(request), step, self.steps))
+                preview = encode_preview(decode_image(request.image, request.width, request.height))
+                on_preview(Preview(preview, step, self.steps))
         return self._echo(request)
 
     def _echo(self, request: ImageRequest) -> EngineOutput:
