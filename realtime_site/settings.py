@@ -129,6 +129,7 @@ INSTALLED_APPS = [
     "realtime_site.accounts",
     "realtime_site.usage",
     "realtime_site.gateway",
+    "realtime_site.rooms",
     "realtime_site.staff",
 ]
 

@@ -7,10 +7,11 @@ from django.urls import path, re_path
 from realtime_site.accounts import views as accounts
 from realtime_site.gateway import http_views, proxy
 from realtime_site.gateway import views as gateway
+from realtime_site.rooms import views as rooms
 from realtime_site.staff import dashboard
 from realtime_site.staff import views as staff
 
-_APP = r"(?!(?:admin|accounts|api|static|tokens|metrics)/)(?P<owner>[^/]+)/(?P<alias>[^/]+)"
+_APP = r"(?!(?:admin|accounts|api|rooms|static|tokens|metrics)/)(?P<owner>[^/]+)/(?P<alias>[^/]+)"
 
 urlpatterns = [
     path("", gateway.draw, name="home"),
@@ -26,6 +27,9 @@ urlpatterns = [
     path("admin/dashboard/export.csv", admin.site.admin_view(dashboard.export_csv), name="usage-export"),
     path("admin/runners/", admin.site.admin_view(dashboard.runners), name="runners"),
     path("admin/", admin.site.urls),
+    path("rooms/", rooms.create, name="room-create"),
+    path("rooms/<slug:slug>/", rooms.room_page, name="room"),
+    path("rooms/<slug:slug>/manage", rooms.manage, name="room-manage"),
     # The HTTP forms of the apps, last: /{owner}/{alias}/stream and /{owner}/{alias}, for any owner but
     # this site's own first segments (so /accounts/login still redirects to its slash).
     re_path(rf"^{_APP}/stream$", http_views.stream, name="app-stream"),

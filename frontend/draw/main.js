@@ -271,6 +271,15 @@ ui.prompt.addEventListener("input", () => {
   changed();
 });
 ui.app.addEventListener("change", openConnection);
+$("share-form").addEventListener("submit", (/** @type {SubmitEvent} */ e) => {
+  // The room starts from this drawing and these parameters.
+  const form = /** @type {HTMLFormElement} */ (e.target);
+  const fields = {
+    app: ui.app.value, picture: $("canvas").toDataURL("image/png"), prompt: ui.prompt.value,
+    strength: ui.strength.value, num_inference_steps: ui.steps.value, seed: ui.seed.value, image_size: ui.size.value,
+  };
+  for (const [name, value] of Object.entries(fields)) /** @type {HTMLInputElement} */ (form.elements.namedItem(name)).value = value;
+});
 ui.showSteps.addEventListener("change", openConnection);
 
 document.addEventListener("keydown", (e) => {

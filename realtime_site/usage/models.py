@@ -32,6 +32,7 @@ class Mode(models.TextChoices):
     REALTIME = "realtime", "realtime (WebSocket)"
     STREAM = "stream", "stream (HTTP, server-sent events)"
     RUN = "run", "run (HTTP, one result)"
+    ROOM = "room", "room (a shared room's frames)"
 
 
 class ConnectionRecord(models.Model):
