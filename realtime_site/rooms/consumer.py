@@ -22,6 +22,7 @@ import msgpack
 from channels.auth import get_user
 from channels.db import database_sync_to_async
 
+from realtime_site.gateway import lifecycle
 from realtime_site.gateway.admission import origin_allowed
 from realtime_site.gateway.groups import user_group
 from realtime_site.gateway.limits import limiter, load_limits
@@ -59,6 +60,7 @@ class RoomConsumer(StaffReachableConsumer):
             return
         self.rates = MemberRates()
         self.admitted = True
+        lifecycle.register(self)
         await self.join_staff_groups((room_group(self.slug), user_group(self.user.pk)))
         await self.send_bytes({"t": "welcome", "connection": self.connection, "user": self.user.pk,
                                "username": self.user.get_username(), "color": self.color,
@@ -169,6 +171,11 @@ class RoomConsumer(StaffReachableConsumer):
         await self.close(int(event.get("close_code", CloseCode.FORBIDDEN)))
 
     # -- the end ---------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """The server is stopping: tell the member (1001), who comes back to another process."""
+        with contextlib.suppress(Exception):
+            await self.close(int(CloseCode.GOING_AWAY))
 
     async def ended(self) -> None:
         if not self.admitted:

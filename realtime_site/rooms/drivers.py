@@ -12,6 +12,7 @@ from collections import Counter
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from realtime_site.gateway import lifecycle
 from realtime_site.rooms.driver import RoomDriver
 from realtime_site.rooms.election import RENEW_SECONDS, Election
 
@@ -81,3 +82,14 @@ async def stop_all(reason: str = "the server is stopping") -> None:
     for driver in list(_drivers.values()):
         driver.stop(reason)
     await asyncio.gather(*_tasks.values(), return_exceptions=True)
+
+
+class _Shutdown:
+    """At daphne's shutdown (``lifecycle``), every driver here saves its room and lets its lease go."""
+
+    async def shutdown(self) -> None:
+        await stop_all()
+
+
+_shutdown = _Shutdown()
+lifecycle.register(_shutdown)

@@ -97,3 +97,17 @@ async def join(stack: GatewayStack, client: httpx.Client, slug: str, origin: str
 def pixels(png: bytes) -> bytes:
     with Image.open(io.BytesIO(png)) as image:
         return image.convert("RGB").tobytes()
+
+
+def frames_counted(stack: GatewayStack, slug: str, username: str) -> tuple[int, int, int]:
+    """(the room's frames, the member's frames, the frames in the member's usage records of mode room)."""
+    rooms, usage = (
+        "__import__('realtime_site.rooms.models', fromlist=['x'])",
+        "__import__('realtime_site.usage.models', fromlist=['x'])",
+    )
+    room = f"{rooms}.Room.objects.get(slug={slug!r}).frames"
+    member = f"{rooms}.RoomMember.objects.get(room__slug={slug!r}, user__username={username!r}).frames"
+    mine = f"{usage}.ConnectionRecord.objects.filter(mode='room', username={username!r})"
+    records = f"sum({mine}.values_list('frames_in', flat=True))"
+    figures = stack.query(f"[{room}, {member}, {records}]")
+    return tuple(figures)  # type: ignore[arg-type, return-value]
