@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from realtime_site.protocol import ValidationError
 
@@ -114,6 +114,16 @@ def parse_message(message: object) -> Op:
     )
 
 
+def _real(value: object) -> TypeGuard[float]:
+    """A finite number, not a bool. An integer too large for a float is none (JSON text may carry one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _stroke(message: dict[str, Any]) -> int:
     value = message.get("k")
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STROKE_ID:
@@ -122,13 +132,13 @@ def _stroke(message: dict[str, Any]) -> int:
 
 
 def _color(value: object, name: str) -> str:
-    if not isinstance(value, str) or not COLOR.match(value.lower()):
+    if not isinstance(value, str) or not COLOR.fullmatch(value.lower()):  # (``$`` would let "#rrggbb\n" by)
         raise ValidationError(name, "must be a colour written #rrggbb")
     return value.lower()
 
 
 def _width(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _real(value):
         raise ValidationError("w", f"must be the brush width, a number from 1 to {MAX_BRUSH}")
     if not 1 <= value <= MAX_BRUSH:
         raise ValidationError("w", f"must be from 1 to {MAX_BRUSH}, got {value:g}")
@@ -143,7 +153,7 @@ def _flag(message: dict[str, Any], name: str) -> bool:
 
 
 def _coordinate(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _real(value):
         raise ValidationError(name, "must be a number (canvas pixels)")
     if not -MARGIN <= value <= CANVAS + MARGIN:
         raise ValidationError(name, f"must lie on the canvas (0 to {CANVAS}, give or take {MARGIN}), got {value:g}")
@@ -189,8 +199,7 @@ def _params(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _number(value: object, name: str, low: float, high: float, *, whole: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-    if not ok or (whole and value != int(value)) or not low <= value <= high:  # type: ignore[operator, arg-type]
+    if not _real(value) or (whole and value != int(value)) or not low <= value <= high:  # type: ignore[operator, arg-type]
         kind = "a whole number" if whole else "a number"
         raise ValidationError(name, f"must be {kind} from {low:g} to {high:g}")
     return float(value)  # type: ignore[arg-type]

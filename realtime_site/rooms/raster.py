@@ -24,7 +24,7 @@ UNDO_DEPTH = 100  # ops kept undoable; older ones are folded into the base image
 WHITE = "#ffffff"
 
 
-@dataclass
+@dataclass(eq=False)  # each op is itself: two alike (two clears) are still two (``redo`` looks one up)
 class Drawn:
     """One op in the canvas's history: a stroke or a fill (a clear is a white fill)."""
 
@@ -84,7 +84,15 @@ class RoomCanvas:
         room = 2 * MAX_POINTS_PER_STROKE - len(drawn.points)
         start = len(drawn.points)
         drawn.points.extend(points[:room])
-        self._draw_stroke(ImageDraw.Draw(self.image), drawn, self._background_of(drawn), start)
+        # What came after the stroke began stays on top of it, as when all is drawn again (an undo, a fold).
+        later = self.ops[next(i for i in range(len(self.ops) - 1, -1, -1) if self.ops[i] is drawn) + 1 :]
+        later = [d for d in later if not d.undone]
+        if any(d.kind == "fill" for d in later):
+            return True  # under a fill made since: the new points show nowhere
+        draw, background = ImageDraw.Draw(self.image), self._background_of(drawn)
+        self._draw_stroke(draw, drawn, background, start)
+        for other in later:  # strokes only, on the same background (no fill since)
+            self._draw_stroke(draw, other, background, 0)
         return True
 
     def up(self, connection: str, stroke: int) -> None:
