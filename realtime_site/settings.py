@@ -74,7 +74,12 @@ RUNNER_HEALTH_INTERVAL = float(os.environ.get("RUNNER_HEALTH_INTERVAL", "2"))
 REDIS_URL = os.environ.get("REDIS_URL") or None
 CHANNEL_LAYERS = {
     "default": (
-        {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        # redis-py 8 times a read out after 5 s by default, as long as channels_redis's blocking pop
+        # waits: an idle receive then raised TimeoutError every 5 s. Reads may wait longer than that.
+        {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}]},
+        }
         if REDIS_URL
         else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     )

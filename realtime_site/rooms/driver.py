@@ -121,8 +121,18 @@ class RoomDriver:
     # -- the group's messages --------------------------------------------------------------------
 
     async def _receive(self) -> None:
+        delay = 0.5
         while True:
-            message = await self.layer.receive(self.channel)
+            try:
+                message = await self.layer.receive(self.channel)
+            except Exception as exc:  # the layer away (Redis): join the group again once it is back
+                log.warning("room %s: channel layer unavailable (%s); retrying", self.slug, type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 10.0)
+                with contextlib.suppress(Exception):
+                    await self.layer.group_add(self.group, self.channel)
+                continue
+            delay = 0.5
             try:
                 await self.handle(message)
             except Exception:  # one bad message must not stop the room

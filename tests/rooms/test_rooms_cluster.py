@@ -100,3 +100,22 @@ def test_the_other_gateway_takes_the_room_over(cluster: tuple[GatewayStack, Gate
         finally:
             a_gateway.start_gateway()
             ada.base_url = httpx.URL(a_gateway.http)
+
+
+def test_idle_connections_never_saw_the_layer_as_away(cluster: tuple[GatewayStack, GatewayStack]) -> None:
+    """redis-py 8 read timeouts (5 s) used to end every idle receive of channels_redis (a 5 s pop)."""
+    a_gateway, b_gateway = cluster
+    with closing(logged_in(b_gateway, "bea")) as bea:
+        slug = make_room(bea)
+
+        async def idle() -> None:
+            member = await join(b_gateway, bea, slug)
+            await member.next("state")
+            await asyncio.sleep(7)  # longer than a read timeout of 5 s, idle
+            await member.send({"t": "fill", "c": "#336699"})
+            await member.next("canvas", where=lambda c: c["version"] >= 1)
+            await member.ws.close()
+
+        asyncio.run(idle())
+    for stack in (a_gateway, b_gateway):
+        assert "channel layer unavailable" not in stack.log_path.read_text()
