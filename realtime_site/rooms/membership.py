@@ -5,6 +5,8 @@ room's group (``tell``)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -18,6 +20,9 @@ from realtime_site.rooms.groups import room_group
 from realtime_site.rooms.models import MEMBER_COLORS, Room, RoomMember
 
 __all__ = ["admit", "close_room", "invite", "remove_member", "set_invited_only", "tell"]
+
+log = logging.getLogger("realtime_site.rooms")
+SEND_TIMEOUT = 5.0
 
 
 def admit(slug: str, user: AbstractBaseUser) -> tuple[Room, RoomMember]:
@@ -82,14 +87,26 @@ def remove_member(room: Room, user_id: int) -> bool:
 
 
 def close_room(room: Room, by: str) -> None:
-    if room.closed_at is None:
-        room.closed_at, room.closed_by = timezone.now(), by
-        room.save(update_fields=["closed_at", "closed_by"])
-    tell(room.slug, {"type": "room.closed", "reason": f"the room was closed by {by}"})
+    """Close it (once: whoever closes first is named) and tell its live connections and driver."""
+    now = timezone.now()
+    if Room.objects.filter(pk=room.pk, closed_at__isnull=True).update(closed_at=now, closed_by=by):
+        room.closed_at, room.closed_by = now, by
+    else:
+        room.refresh_from_db(fields=["closed_at", "closed_by"])
+    tell(room.slug, {"type": "room.closed", "reason": f"the room was closed by {room.closed_by or by}"})
 
 
 def tell(slug: str, message: dict[str, Any]) -> None:
-    """Send ``message`` to the room's live connections and its driver, from sync code."""
-    layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(room_group(slug), message)
+    """Send ``message`` to the room's live connections and its driver, from sync code. Never raises:
+    with the layer away, the change stands in the database (a member who comes back is refused) and
+    the failure is logged."""
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(_send)(layer, room_group(slug), message)
+    except Exception as exc:
+        log.warning("room %s: could not tell its connections (%s: %.200s)", slug, type(exc).__name__, exc)
+
+
+async def _send(layer: Any, group: str, message: dict[str, Any]) -> None:
+    await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)

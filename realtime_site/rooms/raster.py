@@ -38,8 +38,8 @@ class Drawn:
     open: bool = False  # a stroke still being drawn
 
     def state(self) -> dict[str, Any]:
-        return {"u": self.user, "k": self.kind, "c": self.color, "w": self.width, "e": self.erase, "p": self.points,
-                "x": self.undone}  # fmt: skip
+        return {"u": self.user, "k": self.kind, "c": self.color, "w": self.width, "e": self.erase,
+                "p": list(self.points), "x": self.undone}  # fmt: skip
 
     @classmethod
     def of(cls, state: dict[str, Any]) -> Drawn:
