@@ -109,6 +109,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, REALTIME_MAX_FRAME_BYTES)
 # database work: a connect storm from one address costs handshakes only. 0: off.
 REALTIME_CONNECTS_PER_SECOND = float(os.environ.get("REALTIME_CONNECTS_PER_SECOND", "20"))
 REALTIME_CONNECT_BURST = float(os.environ.get("REALTIME_CONNECT_BURST", "60"))
+# Shared rooms (docs/rooms.md): how many open rooms one user may own at once.
+REALTIME_MAX_OPEN_ROOMS = int(os.environ.get("REALTIME_MAX_OPEN_ROOMS", "20"))
 # A client whose results wait unread this long is closed (4408); while it lags, only its newest
 # max_buffering results are kept.
 REALTIME_STALLED_CLIENT_SECONDS = float(os.environ.get("REALTIME_STALLED_CLIENT_SECONDS", "20"))

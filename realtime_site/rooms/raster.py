@@ -1,10 +1,15 @@
 """The room's one canvas, rasterised here on the server: the truth every member's canvas converges
 to, and what the runner is sent (docs/rooms.md, "One truth for the canvas").
 
-Ops are applied in the order the room's driver receives them. The last ``UNDO_DEPTH`` ops are kept
-as ops, so that a member can undo and redo their own; older ones are folded into ``base``, an image.
-A stroke is drawn segment by segment, each a line with round ends, the same calls whether it is
-drawn as it comes or again after an undo, so both give the same pixels. The eraser paints the
+Ops are applied in the order the room's driver receives them, each on top of what came before, as
+the members' pages draw them as they arrive. A stroke that grows after other ops were added goes on
+in a new part, on top of them. The last ops are kept as ops, so that a member can undo and redo
+their own (a stroke with all its parts): at most ``UNDO_DEPTH`` of them, and at most ``INK_BUDGET``
+of ink (what drawing them all again costs), so that an undo never costs more than a few tens of
+milliseconds; older ones are folded into ``base``, an image. A stroke is drawn segment by segment,
+each a line with round ends, the same calls whether it is drawn as it comes or again after an undo,
+so both give the same pixels. An undo or redo marks the picture stale; it is drawn again once, when
+it is next looked at (``image``, ``png``), however many came meanwhile. The eraser paints the
 background: the colour of the last fill before the stroke (white before any).
 """
 
@@ -21,6 +26,9 @@ from realtime_site.rooms.ops import CANVAS, MAX_POINTS_PER_STROKE
 __all__ = ["UNDO_DEPTH", "RoomCanvas", "decode_base"]
 
 UNDO_DEPTH = 100  # ops kept undoable; older ones are folded into the base image
+INK_BUDGET = 20_000.0  # ink kept as ops: drawing it all again takes about 30 ms here (bench-measured)
+INK_PER_AREA = 1 / 880  # a point costs 1 + width**2 / 880 ink: its line and dab grow with the width
+MAX_OPEN_PER_CONNECTION = 4  # open strokes (fingers); a fifth ends the oldest
 WHITE = "#ffffff"
 
 
@@ -36,15 +44,22 @@ class Drawn:
     points: list[float] = field(default_factory=list)
     undone: bool = False
     open: bool = False  # a stroke still being drawn
+    stroke: int = 0  # the member's stroke this is part of (its parts are undone together); 0: its own
 
     def state(self) -> dict[str, Any]:
         return {"u": self.user, "k": self.kind, "c": self.color, "w": self.width, "e": self.erase,
-                "p": list(self.points), "x": self.undone}  # fmt: skip
+                "p": list(self.points), "x": self.undone, "s": self.stroke}  # fmt: skip
 
     @classmethod
     def of(cls, state: dict[str, Any]) -> Drawn:
         return cls(int(state["u"]), str(state["k"]), str(state["c"]), float(state["w"]), bool(state["e"]),
-                   [float(v) for v in state["p"]], bool(state["x"]))  # fmt: skip
+                   [float(v) for v in state["p"]], bool(state["x"]), stroke=int(state.get("s", 0)))  # fmt: skip
+
+    def ink(self) -> float:
+        return len(self.points) / 2 * (1 + self.width**2 * INK_PER_AREA) if self.kind == "stroke" else 1.0
+
+    def same_stroke(self, other: Drawn) -> bool:
+        return other is self or (self.stroke != 0 and other.stroke == self.stroke)
 
 
 def decode_base(data: bytes) -> Image.Image:
@@ -55,60 +70,87 @@ def decode_base(data: bytes) -> Image.Image:
         return picture.convert("RGB").resize((CANVAS, CANVAS))
 
 
+@dataclass(eq=False)
+class _Open:
+    """An open stroke: its part being drawn, and how many points all its parts hold."""
+
+    part: Drawn
+    points: int = 0
+
+
 class RoomCanvas:
     def __init__(self, base: Image.Image | None = None, background: str = WHITE, ops: list[Drawn] | None = None):
         self.base = base if base is not None else Image.new("RGB", (CANVAS, CANVAS), background)
         self.base_background = background
         self.base_version = 0  # grows whenever ops are folded into the base
         self.ops: list[Drawn] = ops or []
-        self._strokes: dict[tuple[str, int], Drawn] = {}  # open strokes by (connection, stroke number)
+        self._open: dict[tuple[str, int], _Open] = {}  # open strokes by (connection, stroke number)
         self._redo: dict[int, list[Drawn]] = {}  # per user, the ops they undid, last undone last
-        self.image = self.base.copy()
-        self._render()
+        self._strokes = max((d.stroke for d in self.ops), default=0)  # numbers given to strokes
+        self._ink = sum(d.ink() for d in self.ops)
+        self._image = self.base.copy()
+        self._stale = True  # the picture must be drawn again from the base and the ops
+        self._png: bytes | None = None
 
     # -- ops -------------------------------------------------------------------------------------
 
     def down(self, connection: str, user: int, stroke: int, color: str, width: float, erase: bool,
              points: tuple[float, ...]) -> None:  # fmt: skip
         self._end(connection, stroke)
-        drawn = Drawn(user, "stroke", color, width, erase, [], open=True)
-        self._strokes[(connection, stroke)] = drawn
-        self._add(drawn)
+        mine = [key for key in self._open if key[0] == connection]
+        for key in mine[: max(0, len(mine) - MAX_OPEN_PER_CONNECTION + 1)]:
+            self._end(*key)
+        self._strokes += 1
+        part = Drawn(user, "stroke", color, width, erase, [], open=True, stroke=self._strokes)
+        self._open[(connection, stroke)] = _Open(part)
+        self._add(part)
         self.move(connection, stroke, points)
 
     def move(self, connection: str, stroke: int, points: tuple[float, ...]) -> bool:
         """Extend an open stroke; False when there is none or it is full (``MAX_POINTS_PER_STROKE``)."""
-        drawn = self._strokes.get((connection, stroke))
-        if drawn is None or len(drawn.points) // 2 >= MAX_POINTS_PER_STROKE:
+        entry = self._open.get((connection, stroke))
+        if entry is None or entry.points >= MAX_POINTS_PER_STROKE:
             return False
-        room = 2 * MAX_POINTS_PER_STROKE - len(drawn.points)
-        start = len(drawn.points)
-        drawn.points.extend(points[:room])
-        # What came after the stroke began stays on top of it, as when all is drawn again (an undo, a fold).
-        later = self.ops[next(i for i in range(len(self.ops) - 1, -1, -1) if self.ops[i] is drawn) + 1 :]
-        later = [d for d in later if not d.undone]
-        if any(d.kind == "fill" for d in later):
-            return True  # under a fill made since: the new points show nowhere
-        draw, background = ImageDraw.Draw(self.image), self._background_of(drawn)
-        self._draw_stroke(draw, drawn, background, start)
-        for other in later:  # strokes only, on the same background (no fill since)
-            self._draw_stroke(draw, other, background, 0)
+        taken = points[: 2 * (MAX_POINTS_PER_STROKE - entry.points)]
+        part, start = entry.part, len(entry.part.points)
+        if start and not self._is_last(part):  # others drew since: go on in a new part, on top of them
+            part.open = False
+            part = entry.part = Drawn(part.user, "stroke", part.color, part.width, part.erase, part.points[-2:],
+                                      open=True, stroke=part.stroke)  # fmt: skip
+            self._add(part, keep_redo=True)
+            start = 0  # its first point, the joint, is drawn again on top too
+        before = part.ink()
+        part.points.extend(taken)
+        entry.points += len(taken) // 2
+        self._ink += part.ink() - before
+        if not self._stale:
+            self._draw_stroke(ImageDraw.Draw(self._image), part, self._background_of(part), start)
+        self._changed()
+        if self._ink > INK_BUDGET:
+            self._fold()
         return True
 
     def up(self, connection: str, stroke: int) -> None:
         self._end(connection, stroke)
 
     def fill(self, user: int, color: str) -> None:
-        drawn = Drawn(user, "fill", color)
-        self._add(drawn)
-        self.image.paste(color, (0, 0, CANVAS, CANVAS))
+        self._add(Drawn(user, "fill", color))
+        if not self._stale:
+            self._image.paste(color, (0, 0, CANVAS, CANVAS))
+        self._changed()
 
     def undo(self, user: int) -> bool:
+        """Take back the user's latest op (a stroke with all its parts)."""
         for drawn in reversed(self.ops):
             if drawn.user == user and not drawn.undone and not drawn.open:
-                drawn.undone = True
+                parts = [d for d in self.ops if d.same_stroke(drawn) and not d.undone]
+                if any(d.open for d in parts):
+                    return False  # the stroke is still being drawn
+                for part in parts:
+                    part.undone = True
                 self._redo.setdefault(user, []).append(drawn)
-                self._render()
+                self._stale = True
+                self._changed()
                 return True
         return False
 
@@ -116,18 +158,27 @@ class RoomCanvas:
         stack = self._redo.get(user) or []
         while stack:
             drawn = stack.pop()
-            if drawn in self.ops:  # not folded into the base meanwhile
-                drawn.undone = False
-                self._render()
+            parts = [d for d in self.ops if d.same_stroke(drawn)]
+            if drawn in parts:  # not folded into the base meanwhile
+                for part in parts:
+                    part.undone = False
+                self._stale = True
+                self._changed()
                 return True
         return False
 
     def left(self, connection: str) -> None:
         """A connection left: its open strokes end where they are."""
-        for key in [k for k in self._strokes if k[0] == connection]:
-            self._strokes.pop(key).open = False
+        for key in [k for k in self._open if k[0] == connection]:
+            self._end(*key)
 
     # -- the picture -----------------------------------------------------------------------------
+
+    @property
+    def image(self) -> Image.Image:
+        if self._stale:
+            self._render()
+        return self._image
 
     @property
     def background(self) -> str:
@@ -136,10 +187,12 @@ class RoomCanvas:
         return fills[-1] if fills else self.base_background
 
     def png(self) -> bytes:
-        """The canvas as PNG (fast compression: it is sent at every change)."""
-        out = io.BytesIO()
-        self.image.save(out, "PNG", compress_level=1)
-        return out.getvalue()
+        """The canvas as PNG (fast compression: it is sent at every change; encoded once a change)."""
+        if self._png is None:
+            out = io.BytesIO()
+            self.image.save(out, "PNG", compress_level=1)
+            self._png = out.getvalue()
+        return self._png
 
     def state(self, *, with_base: bool = True) -> dict[str, Any]:
         """What is stored: the base image (PNG; None without ``with_base``), its background, the ops since."""
@@ -156,26 +209,42 @@ class RoomCanvas:
 
     # -- inside ----------------------------------------------------------------------------------
 
-    def _end(self, connection: str, stroke: int) -> None:
-        drawn = self._strokes.pop((connection, stroke), None)
-        if drawn is not None:
-            drawn.open = False
+    def _changed(self) -> None:
+        self._png = None
 
-    def _add(self, drawn: Drawn) -> None:
-        self._redo.pop(drawn.user, None)  # a new op: what the user undid can no longer come back
+    def _is_last(self, part: Drawn) -> bool:
+        for drawn in reversed(self.ops):
+            if drawn is part:
+                return True
+            if not drawn.undone:
+                return False
+        return False
+
+    def _end(self, connection: str, stroke: int) -> None:
+        entry = self._open.pop((connection, stroke), None)
+        if entry is not None:
+            entry.part.open = False
+
+    def _add(self, drawn: Drawn, *, keep_redo: bool = False) -> None:
+        if not keep_redo:
+            self._redo.pop(drawn.user, None)  # a new op: what the user undid can no longer come back
         self.ops.append(drawn)
+        self._ink += drawn.ink()
         self._fold()
 
+    def _over(self, factor: int) -> bool:
+        return len(self.ops) > factor * UNDO_DEPTH or self._ink > factor * INK_BUDGET
+
     def _fold(self) -> None:
-        """Fold the oldest ops into the base while more than ``UNDO_DEPTH`` are kept. A stroke left open
-        holds the fold back only until ``2 * UNDO_DEPTH`` ops wait behind it: then it is ended."""
+        """Fold the oldest ops into the base while more than ``UNDO_DEPTH`` ops or ``INK_BUDGET`` ink are
+        kept. A stroke left open holds the fold back only until twice that waits behind it: then it ends."""
         draw = None
-        if len(self.ops) > 2 * UNDO_DEPTH and self.ops[0].open:
-            for key in [k for k, d in self._strokes.items() if d is self.ops[0]]:
-                del self._strokes[key]
-            self.ops[0].open = False
-        while len(self.ops) > UNDO_DEPTH and not self.ops[0].open:
+        if self.ops and self.ops[0].open and self._over(2):
+            for key in [k for k, e in self._open.items() if e.part is self.ops[0]]:
+                self._end(*key)
+        while self.ops and self._over(1) and not self.ops[0].open:
             drawn = self.ops.pop(0)
+            self._ink -= drawn.ink()
             self.base_version += 1
             if drawn.undone:
                 continue
@@ -196,17 +265,18 @@ class RoomCanvas:
         return background
 
     def _render(self) -> None:
-        self.image = self.base.copy()
-        draw = ImageDraw.Draw(self.image)
+        image = self.base.copy()
+        draw = ImageDraw.Draw(image)
         background = self.base_background
         for drawn in self.ops:
             if drawn.undone:
                 continue
             if drawn.kind == "fill":
-                self.image.paste(drawn.color, (0, 0, CANVAS, CANVAS))
+                image.paste(drawn.color, (0, 0, CANVAS, CANVAS))
                 background = drawn.color
             else:
                 self._draw_stroke(draw, drawn, background, 0)
+        self._image, self._stale = image, False
 
     @staticmethod
     def _draw_stroke(draw: ImageDraw.ImageDraw, drawn: Drawn, background: str, start: int) -> None:

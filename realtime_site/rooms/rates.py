@@ -1,5 +1,5 @@
-"""How fast one member may send, on their own connection: ops, points and cursor moves each in a
-token bucket. Over a rate, the message is dropped (and the member told, at most once a second);
+"""How fast one member may send, on their own connection: ops, points, undos and cursor moves each
+in a token bucket. Over a rate, the message is dropped (and the member told, at most once a second);
 the other members never wait for it."""
 
 from __future__ import annotations
@@ -7,13 +7,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from realtime_site.rooms.ops import Cursor, Down, Move, Op
+from realtime_site.rooms.ops import Cursor, Down, Move, Op, Simple
 
 __all__ = ["MemberRates"]
 
 OPS_PER_SECOND, OPS_BURST = 60.0, 120.0
 POINTS_PER_SECOND, POINTS_BURST = 1500.0, 3000.0
 CURSORS_PER_SECOND, CURSORS_BURST = 20.0, 20.0
+HISTORY_PER_SECOND, HISTORY_BURST = 5.0, 10.0  # undo and redo draw the whole canvas again: fewer of them
 
 
 class Bucket:
@@ -37,6 +38,7 @@ class MemberRates:
         self.ops = Bucket(OPS_PER_SECOND, OPS_BURST, clock)
         self.points = Bucket(POINTS_PER_SECOND, POINTS_BURST, clock)
         self.cursors = Bucket(CURSORS_PER_SECOND, CURSORS_BURST, clock)
+        self.history = Bucket(HISTORY_PER_SECOND, HISTORY_BURST, clock)
         self.told_at = -1.0
         self.dropped = 0
 
@@ -45,12 +47,13 @@ class MemberRates:
         if isinstance(op, Cursor):
             return None if self.cursors.take() else ""  # cursors just skip: no error for them
         points = len(op.points) / 2 if isinstance(op, Down | Move) else 0
-        if self.ops.take() and (not points or self.points.take(points)):
+        history = isinstance(op, Simple) and op.kind in ("undo", "redo")
+        if self.ops.take() and (not points or self.points.take(points)) and (not history or self.history.take()):
             return None
         self.dropped += 1
         now = self.clock()
         if now - self.told_at < 1.0:
             return ""
         self.told_at = now
-        return (f"over {OPS_PER_SECOND:g} messages or {POINTS_PER_SECOND:g} points a second; "
-                f"{self.dropped} dropped so far")  # fmt: skip
+        return (f"over {OPS_PER_SECOND:g} messages, {POINTS_PER_SECOND:g} points or {HISTORY_PER_SECOND:g} undos "
+                f"a second; {self.dropped} dropped so far")  # fmt: skip

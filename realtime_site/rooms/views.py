@@ -8,6 +8,7 @@ import binascii
 import re
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -34,6 +35,9 @@ def create(request: HttpRequest) -> HttpResponse:
     app = request.POST.get("app", "")
     if not APP.match(app):
         return _bad("app: name the room's app as owner/alias")
+    most = settings.REALTIME_MAX_OPEN_ROOMS
+    if Room.objects.filter(owner=request.user, closed_at__isnull=True).count() >= most:
+        return _bad(f"you own {most} open rooms, the most one may: close one first", status=429)
     try:
         params = _params(request.POST)
         canvas = _canvas(request.POST.get("picture", ""))
@@ -79,8 +83,8 @@ def _canvas(picture: str) -> RoomCanvas:
         raise ValidationError("picture", "is not a picture this server can read") from None
 
 
-def _bad(reason: str) -> HttpResponse:
-    return HttpResponse(f"The room could not be made: {reason}", status=400, content_type="text/plain")
+def _bad(reason: str, status: int = 400) -> HttpResponse:
+    return HttpResponse(f"The room could not be made: {reason}", status=status, content_type="text/plain")
 
 
 @login_required

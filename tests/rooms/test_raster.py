@@ -112,16 +112,17 @@ def test_an_open_stroke_drawn_again_has_the_same_pixels() -> None:
 
 
 def test_strokes_drawn_at_once_by_two_members_have_the_pixels_of_the_canvas_drawn_again() -> None:
-    """A's stroke begins first, B's crosses it, then A's crosses B's: B's stays on top of all of A's,
-    as it is when the canvas is drawn again (after an undo, a fold or a restart)."""
+    """A's stroke begins first, B's crosses it, then A's goes on through B's: what A draws after B's line
+    lies on top of it, as every member's page drew it when it came, and as the canvas drawn again
+    (after an undo, a fold or a restart) has it."""
     canvas = RoomCanvas()
     canvas.down("a", 1, 1, RED, 10, False, (50, 100))
     line(canvas, "b", 2, 1, [100, 50, 100, 150], color=BLUE)
     assert canvas.move("a", 1, (150, 100))  # through B's line at (100, 100)
     canvas.down("c", 3, 1, GREEN, 6, False, (20, 300))  # C's stroke is open too
     assert canvas.move("a", 1, (150, 300, 10, 300))  # through C's
-    assert canvas.move("c", 1, (200, 300))
-    assert pixel(canvas, 100, 100) == BLUE_RGB
+    assert canvas.move("c", 1, (200, 300))  # and C's goes on through A's
+    assert pixel(canvas, 100, 100) == RED_RGB and pixel(canvas, 100, 60) == BLUE_RGB
     assert pixel(canvas, 60, 300) == GREEN_RGB
     assert redrawn(canvas).image.tobytes() == canvas.image.tobytes()
     before = canvas.image.tobytes()
@@ -130,12 +131,25 @@ def test_strokes_drawn_at_once_by_two_members_have_the_pixels_of_the_canvas_draw
     assert canvas.image.tobytes() == before
 
 
-def test_a_stroke_going_on_after_a_fill_made_since_it_began_stays_under_the_fill() -> None:
+def test_a_stroke_in_parts_is_undone_and_redone_whole() -> None:
+    canvas = RoomCanvas()
+    canvas.down("a", 1, 1, RED, 10, False, (50, 100))
+    dot(canvas, 2, 1, 300, 300)
+    assert canvas.move("a", 1, (150, 100))  # a second part, on top of the dot
+    canvas.up("a", 1)
+    assert [d.user for d in canvas.ops] == [1, 2, 1] and canvas.ops[0].stroke == canvas.ops[2].stroke
+    assert canvas.undo(1)
+    assert pixel(canvas, 100, 100) == WHITE and pixel(canvas, 300, 300) == RED_RGB
+    assert canvas.redo(1)
+    assert pixel(canvas, 100, 100) == RED_RGB and pixel(canvas, 52, 100) == RED_RGB
+
+
+def test_a_stroke_going_on_after_a_fill_made_since_it_began_shows_on_top_of_the_fill() -> None:
     canvas = RoomCanvas()
     canvas.down("a", 1, 1, RED, 10, False, (50, 50))
     canvas.fill(2, BLUE)
-    assert canvas.move("a", 1, (200, 200))  # accepted, but under the fill
-    assert pixel(canvas, 200, 200) == BLUE_RGB
+    assert canvas.move("a", 1, (200, 200))  # a new part, on the fill
+    assert pixel(canvas, 200, 200) == RED_RGB and pixel(canvas, 40, 40) == BLUE_RGB
     assert redrawn(canvas).image.tobytes() == canvas.image.tobytes()
     assert canvas.undo(2)  # the fill undone: all of A's stroke shows
     assert pixel(canvas, 200, 200) == RED_RGB and pixel(canvas, 125, 125) == RED_RGB
@@ -410,8 +424,8 @@ def test_state_holds_the_base_as_png_its_background_and_the_ops() -> None:
     state = canvas.state()
     assert state["background"] == "#ffffff"  # the base's, before the ops
     assert state["ops"] == [
-        {"u": 1, "k": "fill", "c": BLUE, "w": 0.0, "e": False, "p": [], "x": False},
-        {"u": 2, "k": "stroke", "c": "#010203", "w": 3.5, "e": True, "p": [1, 2, 3, 4], "x": False},
+        {"u": 1, "k": "fill", "c": BLUE, "w": 0.0, "e": False, "p": [], "x": False, "s": 0},
+        {"u": 2, "k": "stroke", "c": "#010203", "w": 3.5, "e": True, "p": [1, 2, 3, 4], "x": False, "s": 1},
     ]
     with Image.open(io.BytesIO(state["base"])) as base:
         assert base.format == "PNG" and base.convert("RGB").tobytes() == canvas.base.tobytes()
@@ -526,3 +540,43 @@ def test_any_mix_of_ops_by_members_at_once_keeps_the_pixels_of_the_canvas_drawn_
         if step % 3 == 0:
             assert redrawn(canvas).image.tobytes() == canvas.image.tobytes(), f"step {step}"
     assert canvas.base_version > 0
+
+
+def test_heavy_ink_folds_early_so_that_drawing_all_again_stays_cheap() -> None:
+    """Wide strokes cost more to draw again: the ink kept as ops stays within the budget, well before
+    ``UNDO_DEPTH`` ops, and the picture is unchanged by the fold."""
+    canvas = RoomCanvas()
+    for k in range(30):
+        points = [float((7 * k + 13 * i) % 500) for i in range(2 * 1000)]
+        canvas.down("a", 1, k, RED if k % 2 else BLUE, 128, False, tuple(points[:2]))
+        for i in range(2, len(points), 256):
+            assert canvas.move("a", k, tuple(points[i : i + 256]))
+        canvas.up("a", k)
+        assert sum(d.ink() for d in canvas.ops) <= raster.INK_BUDGET + canvas.ops[-1].ink()
+    assert len(canvas.ops) < UNDO_DEPTH and canvas.base_version > 0
+    assert redrawn(canvas).image.tobytes() == canvas.image.tobytes()
+
+
+def test_undos_mark_the_picture_stale_and_it_is_drawn_again_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    canvas = RoomCanvas()
+    for k in range(5):
+        line(canvas, "a", 1, k, [10.0 * k, 10, 10.0 * k, 400])
+    canvas.png()
+    renders = []
+    original = RoomCanvas._render
+    monkeypatch.setattr(RoomCanvas, "_render", lambda self: (renders.append(1), original(self)))
+    for _ in range(4):
+        assert canvas.undo(1)
+    assert canvas.redo(1)
+    assert renders == []  # nothing drawn yet
+    first = canvas.png()
+    assert renders == [1] and canvas.png() is first  # drawn once, encoded once
+    assert pixel(canvas, 0, 200) == RED_RGB and pixel(canvas, 20, 200) == WHITE
+
+
+def test_a_connection_holds_at_most_four_strokes_open() -> None:
+    canvas = RoomCanvas()
+    for k in range(6):
+        canvas.down("a", 1, k, RED, 4, False, (10.0 * k, 10))
+    assert [d.open for d in canvas.ops] == [False, False, True, True, True, True]
+    assert not canvas.move("a", 0, (50, 50)) and canvas.move("a", 5, (60, 60))

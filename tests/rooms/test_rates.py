@@ -12,6 +12,8 @@ from realtime_site.rooms.ops import MAX_POINTS_PER_MESSAGE, Cursor, Down, Fill, 
 from realtime_site.rooms.rates import (
     CURSORS_BURST,
     CURSORS_PER_SECOND,
+    HISTORY_BURST,
+    HISTORY_PER_SECOND,
     OPS_BURST,
     OPS_PER_SECOND,
     POINTS_BURST,
@@ -62,7 +64,7 @@ def test_a_burst_of_ops_up_to_the_limit_passes_and_the_next_is_refused_with_the_
     assert rates.dropped == 1
 
 
-@pytest.mark.parametrize("op", [Up(1), Fill("#000000"), Simple("undo"), Params({"prompt": "a"})])
+@pytest.mark.parametrize("op", [Up(1), Fill("#000000"), Simple("clear"), Params({"prompt": "a"})])
 def test_every_kind_of_op_spends_the_ops_bucket(rates: MemberRates, op: Op) -> None:
     assert passes(rates, op, int(OPS_BURST) + 5) == OPS_BURST
 
@@ -147,3 +149,12 @@ def test_the_first_refusal_is_told_whatever_the_clock_reads() -> None:
     rates = MemberRates(Clock(0.0))
     passes(rates, UP, int(OPS_BURST))
     assert rates.refusal(UP)
+
+
+def test_undo_and_redo_have_their_own_lower_rate(rates: MemberRates, clock: Clock) -> None:
+    undos = [rates.refusal(Simple("undo" if i % 2 else "redo")) for i in range(int(HISTORY_BURST) + 1)]
+    assert undos[:-1] == [None] * int(HISTORY_BURST)
+    assert undos[-1] and "5 undos" in undos[-1]
+    assert rates.refusal(Simple("clear")) is None  # other ops go on
+    clock.now += 1 / HISTORY_PER_SECOND
+    assert rates.refusal(Simple("undo")) is None

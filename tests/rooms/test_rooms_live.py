@@ -17,11 +17,14 @@ from tests.rooms.live import Member, frames_counted, join, logged_in, make_room,
 
 APPS = "local/echo,local/stylize"
 People = Callable[..., list[httpx.Client]]
+MOST_ROOMS = 12
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
-    stack = start_stack(tmp_path_factory.mktemp("rooms"), [["--apps", APPS]])
+    stack = start_stack(
+        tmp_path_factory.mktemp("rooms"), [["--apps", APPS]], {"REALTIME_MAX_OPEN_ROOMS": str(MOST_ROOMS)}
+    )
     make_users(stack, "ada", "bea", "cai", "dan")
     yield stack
     stack.close()
@@ -316,3 +319,24 @@ def test_the_room_outlives_its_gateway_and_counts_its_frames(stack: GatewayStack
     assert pixels(run(look())) == pixels(before)  # type: ignore[arg-type]
     room_frames, ada_frames, recorded = frames_counted(stack, slug, "ada")
     assert room_frames >= 1 and ada_frames == room_frames and recorded >= room_frames
+
+
+def test_bad_room_forms_are_named_and_one_owns_only_so_many_open_rooms(stack: GatewayStack, people: People) -> None:
+    (dan,) = people("dan")
+    for fields, problem in [
+        ({"app": "not an app"}, "app"),
+        ({"app": "local/echo", "picture": "data:text/html;base64,PGI+"}, "picture"),
+        ({"app": "local/echo", "picture": "data:image/png;base64,%%%"}, "picture"),
+        ({"app": "local/echo", "picture": "data:image/png;base64,aGVsbG8="}, "picture"),
+        ({"app": "local/echo", "strength": "9"}, "strength"),
+        ({"app": "local/echo", "seed": "1" * 400}, "seed"),
+    ]:
+        answer = dan.post("/rooms/", data={**fields, "csrfmiddlewaretoken": dan.cookies["csrftoken"]},
+                          headers={"Referer": stack.http})  # fmt: skip
+        assert answer.status_code == 400 and problem in answer.text, (fields, answer.text)
+    made = [make_room(dan) for _ in range(MOST_ROOMS)]
+    over = dan.post("/rooms/", data={"app": "local/echo", "csrfmiddlewaretoken": dan.cookies["csrftoken"]},
+                    headers={"Referer": stack.http})  # fmt: skip
+    assert over.status_code == 429 and "close one first" in over.text
+    assert manage(dan, made[0], action="close").json() == {"ok": True}
+    assert make_room(dan) not in made
