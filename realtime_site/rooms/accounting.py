@@ -1,5 +1,6 @@
 """What a room's frames cost, and to whom: each frame is counted to the room and to the member whose
-change started it, in that member's usage record (mode ``room``) and against their frame limits."""
+change started it, in that member's usage record (mode ``room``; one from their first frame until
+they have no connection left in the room) and against their frame limits."""
 
 from __future__ import annotations
 
@@ -76,6 +77,14 @@ class RoomAccount:
         for user, count in frames.items():
             self.frames[user] = self.frames.get(user, 0) + count
 
+    def user_left(self, user: int) -> None:
+        """The user has no connection left in the room: their record ends (a return opens another)."""
+        usage = self.usage.pop(user, None)
+        if usage is not None:
+            recorder.close_soon(usage, 1000)
+        self._limits.pop(user, None)
+
     def close(self) -> None:
         for usage in self.usage.values():
             recorder.close_soon(usage, 1000)
+        self.usage.clear()

@@ -196,10 +196,13 @@ class RoomDriver:
             self._soon(self._tell_members())
 
     def _gone(self, connection: str) -> None:
-        if self.members.pop(connection, None) is not None:
+        member = self.members.pop(connection, None)
+        if member is not None:
             if self.canvas is not None:
                 self.canvas.left(connection)
             self.acked.pop(connection, None)
+            if not any(m["user"] == member["user"] for m in self.members.values()):
+                self.account.user_left(member["user"])
             self._soon(self._tell_members())
 
     def _soon(self, work: Any) -> None:

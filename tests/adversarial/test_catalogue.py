@@ -9,11 +9,22 @@ from tests.adversarial import (
     test_http,
     test_images,
     test_paths,
+    test_rooms,
     test_throttling,
     test_timing,
 )
 
-MODULES = (test_paths, test_headers, test_frames, test_images, test_timing, test_http, test_throttling, test_cluster)
+MODULES = (
+    test_paths,
+    test_headers,
+    test_frames,
+    test_images,
+    test_timing,
+    test_http,
+    test_throttling,
+    test_cluster,
+    test_rooms,
+)
 
 
 def test_catalogue_has_at_least_150_distinct_cases() -> None:
