@@ -289,4 +289,5 @@ class RoomCanvas:
             x, y = points[i], points[i + 1]
             if i >= 2:
                 draw.line((points[i - 2], points[i - 1], x, y), fill=color, width=width)
-            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=color)
+            # Pillow's box is inclusive: half a pixel in on each side gives the line's own width (no beads).
+            draw.ellipse((x - radius + 0.5, y - radius + 0.5, x + radius - 0.5, y + radius - 0.5), fill=color)
