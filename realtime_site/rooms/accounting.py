@@ -9,7 +9,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from realtime_site.gateway.limits import limiter
+from realtime_site.protocol import ErrorCode
 from realtime_site.rooms.storage import limits_of
+from realtime_site.usage import metrics
 from realtime_site.usage.models import AuthMethod, Mode
 from realtime_site.usage.recorder import GATEWAY_NAME, Usage, recorder
 
@@ -48,8 +50,10 @@ class RoomAccount:
                           username=username, gateway=GATEWAY_NAME, runner=self.runner)  # fmt: skip
             self.usage[user] = usage
             recorder.open(usage)
+            metrics.SESSIONS.labels(self.app, Mode.ROOM).inc()
         usage.frames_in += 1
         usage.bytes_in += size
+        metrics.FRAMES.labels(self.app).inc()
 
     def answered(self, number: object, size: int, inference: float) -> None:
         user = self._sent_by.pop(number, None) if isinstance(number, int) else None
@@ -58,8 +62,10 @@ class RoomAccount:
             usage.results_out += 1
             usage.bytes_out += size
             usage.inference_seconds += inference
+        metrics.RESULTS.labels(self.app).inc()
 
     def error(self, code: str) -> None:
+        metrics.ERRORS.labels(self.app, code if code in ErrorCode.__members__ else "OTHER").inc()
         for usage in self.usage.values():
             usage.errors[code] += 1
             break

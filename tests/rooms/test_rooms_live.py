@@ -18,12 +18,15 @@ from tests.rooms.live import Member, frames_counted, join, logged_in, make_room,
 APPS = "local/echo,local/stylize"
 People = Callable[..., list[httpx.Client]]
 MOST_ROOMS = 12
+METRICS = "rooms-metrics-bearer"
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
     stack = start_stack(
-        tmp_path_factory.mktemp("rooms"), [["--apps", APPS]], {"REALTIME_MAX_OPEN_ROOMS": str(MOST_ROOMS)}
+        tmp_path_factory.mktemp("rooms"),
+        [["--apps", APPS]],
+        {"REALTIME_MAX_OPEN_ROOMS": str(MOST_ROOMS), "REALTIME_METRICS_TOKEN": METRICS},
     )
     make_users(stack, "ada", "bea", "cai", "dan")
     yield stack
@@ -75,6 +78,8 @@ def test_strokes_reach_the_others_and_one_result_reaches_all(stack: GatewayStack
         assert results[0]["images"][0]["content"] == results[1]["images"][0]["content"]
         # local/echo gives back what it was sent: the members' canvas is pixel for pixel the runner's input
         assert pixels(results[0]["images"][0]["content"]) == pixels(canvases[0]["png"])
+        figures = httpx.get(f"{stack.http}/metrics", headers={"Authorization": f"Bearer {METRICS}"}).text
+        assert 'realtime_sessions_total{app="local/echo",mode="room"}' in figures
         await a.ws.close()
         await b.ws.close()
 
