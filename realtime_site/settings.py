@@ -76,12 +76,17 @@ CHANNEL_LAYERS = {
     "default": (
         # redis-py 8 times a read out after 5 s by default, as long as channels_redis's blocking pop
         # waits: an idle receive then raised TimeoutError every 5 s. Reads may wait longer than that.
+        # A channel holds 1,000 messages, not Channels' 100: a room's busy member receives every other
+        # member's ops, and a full channel drops what is sent to it without a word.
         {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "capacity": 1000,
+            },
         }
         if REDIS_URL
-        else {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+        else {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
     )
 }
 

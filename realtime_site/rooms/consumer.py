@@ -21,9 +21,11 @@ from typing import Any
 import msgpack
 from channels.auth import get_user
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from realtime_site.gateway import lifecycle
 from realtime_site.gateway.admission import origin_allowed
+from realtime_site.gateway.backpressure import ResultOutbox
 from realtime_site.gateway.groups import user_group
 from realtime_site.gateway.limits import limiter, load_limits
 from realtime_site.gateway.staff_reach import StaffReachableConsumer
@@ -61,6 +63,9 @@ class RoomConsumer(StaffReachableConsumer):
         self.rates = MemberRates()
         self.admitted = True
         lifecycle.register(self)
+        self.outbox = ResultOutbox(self.scope, self._send_now, capacity=2, on_drop=_nothing,
+                                   stall_limit=settings.REALTIME_STALLED_CLIENT_SECONDS,
+                                   on_stall=self._stalled)  # fmt: skip
         await self.join_staff_groups((room_group(self.slug), user_group(self.user.pk)))
         await self.send_bytes({"t": "welcome", "connection": self.connection, "user": self.user.pk,
                                "username": self.user.get_username(), "color": self.color,
@@ -116,27 +121,30 @@ class RoomConsumer(StaffReachableConsumer):
 
     # -- what the group says ---------------------------------------------------------------------
 
+    # A member who does not read is sent no live ops or cursors (the next canvas has them all), and
+    # only the newest two canvases and results; one who reads nothing for long is closed (4408).
+
     async def room_op(self, event: dict[str, Any]) -> None:
         if event["connection"] != self.connection:
             await self.send_bytes({"t": "op", "m": event["connection"], "u": event["user"], "n": event["n"],
-                                   "op": event["op"]})  # fmt: skip
+                                   "op": event["op"]}, kind="live")  # fmt: skip
 
     async def room_cursor(self, event: dict[str, Any]) -> None:
         if event["connection"] != self.connection:
             await self.send_bytes({"t": "cursor", "m": event["connection"], "u": event["user"], "x": event["x"],
-                                   "y": event["y"]})  # fmt: skip
+                                   "y": event["y"]}, kind="live")  # fmt: skip
 
     async def room_canvas(self, event: dict[str, Any]) -> None:
         await self.send_bytes({"t": "canvas", "png": event["png"], "version": event["version"],
-                               "acked": event["acked"], "background": event["background"]})  # fmt: skip
+                               "acked": event["acked"], "background": event["background"]}, kind="latest")  # fmt: skip
 
     async def room_state(self, event: dict[str, Any]) -> None:
         await self.send_bytes({"t": "state", "png": event["png"], "version": event["version"],
                                "acked": event["acked"], "background": event["background"], "params": event["params"],
-                               "members": event["members"], "result": event["result"]})  # fmt: skip
+                               "members": event["members"], "result": event["result"]}, kind="latest")  # fmt: skip
 
     async def room_result(self, event: dict[str, Any]) -> None:
-        await self.send_bytes({"t": "result", **event["result"]})
+        await self.send_bytes({"t": "result", **event["result"]}, kind="latest")
 
     async def room_members(self, event: dict[str, Any]) -> None:
         await self.send_bytes({"t": "members", "members": event["members"]})
@@ -182,15 +190,39 @@ class RoomConsumer(StaffReachableConsumer):
             return
         self.admitted = False
         self.pinger.cancel()
+        self.outbox.close()
         limiter.disconnect(self.user.pk)
         drivers.disconnected(self.slug)
         with contextlib.suppress(Exception):
             await self._presence("leave")
         await self.leave_staff_groups()
 
-    async def send_bytes(self, message: dict[str, Any]) -> None:
+    async def send_bytes(self, message: dict[str, Any], kind: str = "message") -> None:
+        """``live`` (skipped while the client is not reading), ``latest`` (the newest two kept), or a
+        ``message`` (errors, members: the newest sixteen kept)."""
+        data = msgpack.packb(message)
+        outbox = getattr(self, "outbox", None)
+        if outbox is None:  # before admission: nothing is flow-controlled yet
+            await self._send_now(data)
+        elif kind == "live":
+            await outbox.preview(data)
+        elif kind == "latest":
+            await outbox.result(data)
+        else:
+            await outbox.message(data)
+
+    async def _send_now(self, data: bytes | str) -> None:
         with contextlib.suppress(Exception):  # the client is gone: its end comes on its own
-            await self.send(bytes_data=msgpack.packb(message))
+            await self.send(bytes_data=data if isinstance(data, bytes) else data.encode())
+
+    async def _stalled(self) -> None:
+        limit = settings.REALTIME_STALLED_CLIENT_SECONDS
+        log.info("room %s: closing a member that read nothing for %g s", self.slug, limit)
+        await self._send_now(
+            msgpack.packb({"t": "error", "error": "TIMEOUT", "reason": f"nothing read for {limit:g} s"})
+        )
+        with contextlib.suppress(Exception):
+            await self.close(int(CloseCode.STALLED))
 
     async def _error(self, code: ErrorCode | str, reason: str) -> None:
         await self.send_bytes({"t": "error", "error": str(code), "reason": reason})
@@ -206,6 +238,10 @@ class RoomConsumer(StaffReachableConsumer):
             await asyncio.sleep(PING_SECONDS)
             with contextlib.suppress(Exception):
                 await self._presence("ping")
+
+
+def _nothing() -> None:
+    """A canvas or result displaced for a slow reader: the newer one says it all."""
 
 
 def _admit_with_limits(slug: str, user: Any) -> tuple[Any, Any, Any]:

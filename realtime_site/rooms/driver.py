@@ -351,10 +351,12 @@ class RoomDriver:
         if not (self.dirty or self.account.frames) or self.canvas is None:
             return
         base_version = self.canvas.base_version
-        state = self.canvas.state(with_base=base_version != self._base_saved)
+        state = self.canvas.state(with_base=False)
+        base = self.canvas.base.copy() if base_version != self._base_saved else None  # encoded off the loop
         frames, self.dirty = self.account.take_frames(), False
         try:
-            await database_sync_to_async(storage.store)(self.room_id, state, self.params, self.version, frames)
+            store = database_sync_to_async(storage.store)
+            await store(self.room_id, state, base, dict(self.params), self.version, frames)
         except Exception:
             self.account.give_back_frames(frames)
             self.dirty = True

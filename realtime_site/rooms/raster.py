@@ -4,7 +4,7 @@ to, and what the runner is sent (docs/rooms.md, "One truth for the canvas").
 Ops are applied in the order the room's driver receives them, each on top of what came before, as
 the members' pages draw them as they arrive. A stroke that grows after other ops were added goes on
 in a new part, on top of them. The last ops are kept as ops, so that a member can undo and redo
-their own (a stroke with all its parts): at most ``UNDO_DEPTH`` of them, and at most ``INK_BUDGET``
+their own (a stroke with all its parts): at most ``UNDO_DEPTH`` strokes and fills, at most ``INK_BUDGET``
 of ink (what drawing them all again costs), so that an undo never costs more than a few tens of
 milliseconds; older ones are folded into ``base``, an image. A stroke is drawn segment by segment,
 each a line with round ends, the same calls whether it is drawn as it comes or again after an undo,
@@ -15,6 +15,7 @@ background: the colour of the last fill before the stroke (white before any).
 
 from __future__ import annotations
 
+import collections
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ UNDO_DEPTH = 100  # ops kept undoable; older ones are folded into the base image
 INK_BUDGET = 20_000.0  # ink kept as ops: drawing it all again takes about 30 ms here (bench-measured)
 INK_PER_AREA = 1 / 880  # a point costs 1 + width**2 / 880 ink: its line and dab grow with the width
 MAX_OPEN_PER_CONNECTION = 4  # open strokes (fingers); a fifth ends the oldest
+MAX_PARTS = 20 * UNDO_DEPTH  # ops in all (members drawing at once split their strokes into parts)
 WHITE = "#ffffff"
 
 
@@ -59,7 +61,7 @@ class Drawn:
         return len(self.points) / 2 * (1 + self.width**2 * INK_PER_AREA) if self.kind == "stroke" else 1.0
 
     def same_stroke(self, other: Drawn) -> bool:
-        return other is self or (self.stroke != 0 and other.stroke == self.stroke)
+        return other is self or other.stroke == self.stroke
 
 
 def decode_base(data: bytes) -> Image.Image:
@@ -86,7 +88,12 @@ class RoomCanvas:
         self.ops: list[Drawn] = ops or []
         self._open: dict[tuple[str, int], _Open] = {}  # open strokes by (connection, stroke number)
         self._redo: dict[int, list[Drawn]] = {}  # per user, the ops they undid, last undone last
-        self._strokes = max((d.stroke for d in self.ops), default=0)  # numbers given to strokes
+        self._strokes = max((d.stroke for d in self.ops), default=0)  # numbers given to strokes and fills
+        for drawn in self.ops:
+            if drawn.stroke == 0:  # stored before ops had numbers
+                self._strokes += 1
+                drawn.stroke = self._strokes
+        self._kept = collections.Counter(d.stroke for d in self.ops)  # parts kept, by stroke
         self._ink = sum(d.ink() for d in self.ops)
         self._image = self.base.copy()
         self._stale = True  # the picture must be drawn again from the base and the ops
@@ -134,7 +141,8 @@ class RoomCanvas:
         self._end(connection, stroke)
 
     def fill(self, user: int, color: str) -> None:
-        self._add(Drawn(user, "fill", color))
+        self._strokes += 1
+        self._add(Drawn(user, "fill", color, stroke=self._strokes))
         if not self._stale:
             self._image.paste(color, (0, 0, CANVAS, CANVAS))
         self._changed()
@@ -229,11 +237,17 @@ class RoomCanvas:
         if not keep_redo:
             self._redo.pop(drawn.user, None)  # a new op: what the user undid can no longer come back
         self.ops.append(drawn)
+        self._kept[drawn.stroke] += 1
         self._ink += drawn.ink()
         self._fold()
 
     def _over(self, factor: int) -> bool:
-        return len(self.ops) > factor * UNDO_DEPTH or self._ink > factor * INK_BUDGET
+        """More than ``UNDO_DEPTH`` strokes and fills kept (``factor`` times), or ink, or parts."""
+        return (
+            len(self._kept) > factor * UNDO_DEPTH
+            or self._ink > factor * INK_BUDGET
+            or len(self.ops) > factor * MAX_PARTS
+        )
 
     def _fold(self) -> None:
         """Fold the oldest ops into the base while more than ``UNDO_DEPTH`` ops or ``INK_BUDGET`` ink are
@@ -245,6 +259,9 @@ class RoomCanvas:
         while self.ops and self._over(1) and not self.ops[0].open:
             drawn = self.ops.pop(0)
             self._ink -= drawn.ink()
+            self._kept[drawn.stroke] -= 1
+            if self._kept[drawn.stroke] <= 0:
+                del self._kept[drawn.stroke]
             self.base_version += 1
             if drawn.undone:
                 continue

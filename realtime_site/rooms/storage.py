@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import F
 from django.utils import timezone
+from PIL import Image
 
 from realtime_site.gateway.limits import EffectiveLimits, load_limits
 from realtime_site.rooms.models import Room, RoomMember
@@ -23,12 +25,16 @@ def limits_of(user_id: int) -> EffectiveLimits | None:
     return None if user is None else load_limits(user)
 
 
-def store(room_id: int, state: dict[str, Any], params: dict[str, Any], version: int, frames: dict[int, int]) -> None:
-    """The canvas (its base only when it changed), the parameters, and the frames since the last save."""
+def store(room_id: int, state: dict[str, Any], base: Image.Image | None, params: dict[str, Any], version: int,
+          frames: dict[int, int]) -> None:  # fmt: skip
+    """The canvas (its base only when it changed: encoded here, off the event loop), the parameters,
+    and the frames since the last save."""
     fields: dict[str, Any] = {"ops": state["ops"], "background": state["background"], "params": params,
                               "version": version, "saved_at": timezone.now()}  # fmt: skip
-    if state.get("base") is not None:
-        fields["base"] = state["base"]
+    if base is not None:
+        out = io.BytesIO()
+        base.save(out, "PNG", compress_level=6)
+        fields["base"] = out.getvalue()
     if frames:
         fields["frames"] = F("frames") + sum(frames.values())
     Room.objects.filter(pk=room_id).update(**fields)

@@ -11,7 +11,10 @@ import asyncio
 import base64
 import contextlib
 import json
+import random
+import socket
 import struct
+import time
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.adversarial.attacks import Attack, http
-from tests.adversarial.harness import Case, Expect, Harness, Outcome
+from tests.adversarial.harness import RSS_SLACK, Case, Expect, Harness, Outcome, rss
 
 ROOMS = "__import__('realtime_site.rooms.models', fromlist=['Room'])"
 RATE = Expect(error="RATE_LIMITED", reason="a second", admitted=range(0, 2))
@@ -38,12 +41,12 @@ def room_of(h: Harness, owner: str = "attacker", *, invited_only: bool = False) 
 
 @contextlib.asynccontextmanager
 async def member(
-    h: Harness, slug: str, *, user: str | None = "attacker", origin: str | None = None
+    h: Harness, slug: str, *, user: str | None = "attacker", origin: str | None = None, **options: Any
 ) -> AsyncIterator[ClientConnection]:
     headers = {"Origin": origin or h.stack.http}
     if user is not None:
         headers["Cookie"] = h.session_cookie(user)
-    async with connect(h.url(f"/rooms/{slug}/ws"), additional_headers=headers, max_size=None) as ws:
+    async with connect(h.url(f"/rooms/{slug}/ws"), additional_headers=headers, max_size=None, **options) as ws:
         yield ws
 
 
@@ -110,6 +113,46 @@ def refused_member(*, user: str | None = "attacker", origin: str | None = None, 
         return outcome
 
     return attack
+
+
+STALLED_LOG = "closing a member that read nothing"
+
+
+async def a_member_never_reads(h: Harness) -> Outcome:
+    """One member reads nothing (a tiny receive buffer) while another draws noisy strokes at the
+    allowed rate: daphne holds no more than a couple of canvases and results for the silent one, and
+    closes it as stalled (it cannot read why: the named outcome is the log line and the close)."""
+    outcome = Outcome()
+    slug, chance = room_of(h), random.Random(7)
+    daphne = h.stack.daphne.pid  # type: ignore[union-attr]
+    start, peak = rss(daphne), 0
+    logged = h.stack.log_path.stat().st_size
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", h.stack.port))
+    sock.setblocking(False)
+    async with member(h, slug, sock=sock, max_queue=1), member(h, slug) as drawer:
+        await drain(drawer, outcome, until="state")
+        ends, k = time.monotonic() + 40, 0
+        while time.monotonic() < ends and STALLED_LOG not in _log_since(h, logged):
+            k += 1
+            points = [chance.uniform(0, 512) for _ in range(64)]
+            for message in ({"t": "down", "k": k, "c": f"#{chance.randrange(2**24):06x}", "w": 20, "p": points[:2]},
+                            {"t": "move", "k": k, "p": points}, {"t": "up", "k": k}):  # fmt: skip
+                await drawer.send(msgpack.packb(message))
+            await asyncio.sleep(0.1)
+            peak = max(peak, rss(daphne) - start)
+    if STALLED_LOG in _log_since(h, logged):
+        outcome.close = 4408
+    if peak > 2 * RSS_SLACK:
+        outcome.problems.append(f"daphne grew {peak / 2**20:.0f} MiB for a member that reads nothing")
+    return outcome
+
+
+def _log_since(h: Harness, offset: int) -> str:
+    with h.stack.log_path.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
 
 
 async def rooms_past_the_limit(h: Harness) -> Outcome:
@@ -206,6 +249,7 @@ CASES = [
         Expect(status=400, detail="picture", json=False),
     ),
     Case("room-closed-by-someone-not-its-owner", closed_by_another, Expect(status=403, detail="owner")),
+    Case("room-member-that-never-reads", a_member_never_reads, Expect(close=4408, admitted=MEMBER)),
 ]
 
 

@@ -424,8 +424,8 @@ def test_state_holds_the_base_as_png_its_background_and_the_ops() -> None:
     state = canvas.state()
     assert state["background"] == "#ffffff"  # the base's, before the ops
     assert state["ops"] == [
-        {"u": 1, "k": "fill", "c": BLUE, "w": 0.0, "e": False, "p": [], "x": False, "s": 0},
-        {"u": 2, "k": "stroke", "c": "#010203", "w": 3.5, "e": True, "p": [1, 2, 3, 4], "x": False, "s": 1},
+        {"u": 1, "k": "fill", "c": BLUE, "w": 0.0, "e": False, "p": [], "x": False, "s": 1},
+        {"u": 2, "k": "stroke", "c": "#010203", "w": 3.5, "e": True, "p": [1, 2, 3, 4], "x": False, "s": 2},
     ]
     with Image.open(io.BytesIO(state["base"])) as base:
         assert base.format == "PNG" and base.convert("RGB").tobytes() == canvas.base.tobytes()
@@ -536,7 +536,7 @@ def test_any_mix_of_ops_by_members_at_once_keeps_the_pixels_of_the_canvas_drawn_
             canvas.redo(user)
         else:
             canvas.left(connection)
-        assert len(canvas.ops) <= 2 * raster.UNDO_DEPTH + 1
+        assert len({d.stroke for d in canvas.ops}) <= 2 * raster.UNDO_DEPTH + 1  # strokes, each in parts
         if step % 3 == 0:
             assert redrawn(canvas).image.tobytes() == canvas.image.tobytes(), f"step {step}"
     assert canvas.base_version > 0
@@ -580,3 +580,21 @@ def test_a_connection_holds_at_most_four_strokes_open() -> None:
         canvas.down("a", 1, k, RED, 4, False, (10.0 * k, 10))
     assert [d.open for d in canvas.ops] == [False, False, True, True, True, True]
     assert not canvas.move("a", 0, (50, 50)) and canvas.move("a", 5, (60, 60))
+
+
+def test_members_drawing_at_once_keep_whole_strokes_undoable() -> None:
+    """Eight members drawing at once split each other's strokes into many parts; the undo depth counts
+    strokes, not parts, so a member's undo still takes back the whole of their latest stroke."""
+    canvas = RoomCanvas()
+    for step in range(60):
+        for member in range(8):
+            if step == 0:
+                canvas.down(f"c{member}", member, 1, RED, 6, False, (20.0 + 60 * member, 10))
+            else:
+                assert canvas.move(f"c{member}", 1, (20.0 + 60 * member, 10.0 + 8 * step))
+    for member in range(8):
+        canvas.up(f"c{member}", 1)
+    assert len(canvas.ops) > UNDO_DEPTH and canvas.base_version == 0
+    assert canvas.undo(3)
+    assert pixel(canvas, 200, 10) == WHITE and pixel(canvas, 200, 400) == WHITE  # all of member 3's stroke
+    assert pixel(canvas, 260, 400) == RED_RGB
