@@ -41,6 +41,7 @@ __all__ = ["RoomConsumer"]
 log = logging.getLogger("realtime_site.rooms")
 
 MAX_MESSAGE_BYTES = 16 * 1024
+MAX_NUMBER = 2**53 - 1  # a member's running message number (exact in JavaScript)
 PING_SECONDS = 10.0
 
 
@@ -105,12 +106,15 @@ class RoomConsumer(StaffReachableConsumer):
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError):
             await self._error(ErrorCode.VALIDATION_ERROR, "message: not msgpack (binary) or JSON (text)")
             return
+        number = data.get("n", 0)
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= MAX_NUMBER:
+            await self._error(ErrorCode.VALIDATION_ERROR, f"n: must be the message's number, 0 to {MAX_NUMBER}")
+            return  # (a huge one would not even pack for the others)
         refusal = self.rates.refusal(op)
         if refusal is not None:
             if refusal:  # said once a second at most
                 await self._error(ErrorCode.RATE_LIMITED, refusal)
             return
-        number = data.get("n") if isinstance(data.get("n"), int) and not isinstance(data.get("n"), bool) else 0
         group = room_group(self.slug)
         if isinstance(op, Cursor):
             await self.channel_layer.group_send(group, {"type": "room.cursor", "connection": self.connection,

@@ -226,6 +226,11 @@ CASES = [
         Expect(error="VALIDATION_ERROR", admitted=MEMBER),
     ),
     Case(
+        "room-message-number-of-600-digits",  # would not pack for the others: refused at the door
+        sends([json.dumps({"t": "fill", "c": "#000000", "n": int("9" * 600)})], raw=True),
+        Expect(error="VALIDATION_ERROR", reason="number", admitted=MEMBER),
+    ),
+    Case(
         "room-colour-with-a-newline",
         sends([{"t": "fill", "c": "#ffffff\n"}]),
         Expect(error="VALIDATION_ERROR", reason="colour", admitted=MEMBER),
