@@ -1,11 +1,12 @@
 """A member's WebSocket in a room (``/rooms/<slug>/ws``; docs/rooms.md, "Messages").
 
 Admitted by the session cookie from this site's pages only (the Origin is checked), for a member
-the room lets in, within the user's connection limit. The member's messages are checked (``ops``)
-and rate-limited here, on this connection alone: a bad one is answered with a named error to this
-member and goes nowhere else, and a member who floods is slowed without slowing the others. Checked
-ops go to the room's group, where the other members and the driver get them; what the group says
-(others' ops and cursors, the canvas, results, members) comes back to this member as msgpack.
+the room lets in, within the address's connection rate and the user's connection limit. The
+member's messages are checked (``ops``) and rate-limited here, on this connection alone: a bad one
+is answered with a named error to this member and goes nowhere else, and a member who floods is
+slowed without slowing the others. Checked ops go to the room's group, where the other members and
+the driver get them; what the group says (others' ops and cursors, the canvas, results, members)
+comes back to this member as msgpack, flow-controlled like a realtime client's results.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from django.conf import settings
 from realtime_site.gateway import lifecycle
 from realtime_site.gateway.admission import origin_allowed
 from realtime_site.gateway.backpressure import ResultOutbox
+from realtime_site.gateway.connect_rate import connect_rate
 from realtime_site.gateway.groups import user_group
 from realtime_site.gateway.limits import limiter, load_limits
 from realtime_site.gateway.staff_reach import StaffReachableConsumer
@@ -79,6 +81,9 @@ class RoomConsumer(StaffReachableConsumer):
         self.pinger = asyncio.ensure_future(self._ping())
 
     async def _admit(self) -> None:
+        refused = connect_rate().refusal(str((self.scope.get("client") or ("",))[0]))
+        if refused is not None:  # before any database work, as for realtime connections
+            raise refused
         if not origin_allowed(_header(self.scope, b"origin"), self.scope):
             raise Refusal(ErrorCode.FORBIDDEN, "rooms may only be joined from this site's pages", CloseCode.FORBIDDEN)
         self.user = await get_user(self.scope)

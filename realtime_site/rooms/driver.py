@@ -274,8 +274,11 @@ class RoomDriver:
                     continue
                 assert self.canvas is not None
                 frame = {**self._frame_params(), "image_bytes": self.canvas.png(), "request_id": self.version}
-                with contextlib.suppress(ConnectionClosed):
+                try:
                     await ws.send(msgpack.packb(frame))
+                except ConnectionClosed:  # the runner session ended: send it again on a new one
+                    self.changed.set()
+                    continue
                 if user is not None:
                     self.account.sent(user, self._username(user), self.version, len(frame["image_bytes"]))
                 await asyncio.sleep(FRAME_INTERVAL)
