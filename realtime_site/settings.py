@@ -114,6 +114,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, REALTIME_MAX_FRAME_BYTES)
 # database work: a connect storm from one address costs handshakes only. 0: off.
 REALTIME_CONNECTS_PER_SECOND = float(os.environ.get("REALTIME_CONNECTS_PER_SECOND", "20"))
 REALTIME_CONNECT_BURST = float(os.environ.get("REALTIME_CONNECT_BURST", "60"))
+# The gallery (docs/gallery.md): what one user may keep.
+REALTIME_GALLERY_MAX_ITEMS = int(os.environ.get("REALTIME_GALLERY_MAX_ITEMS", "500"))
+REALTIME_GALLERY_MAX_BYTES = int(os.environ.get("REALTIME_GALLERY_MAX_MB", "200")) * 2**20
 # Shared rooms (docs/rooms.md): how many open rooms one user may own at once.
 REALTIME_MAX_OPEN_ROOMS = int(os.environ.get("REALTIME_MAX_OPEN_ROOMS", "20"))
 # A client whose results wait unread this long is closed (4408); while it lags, only its newest
@@ -142,6 +145,7 @@ INSTALLED_APPS = [
     "realtime_site.usage",
     "realtime_site.gateway",
     "realtime_site.rooms",
+    "realtime_site.gallery",
     "realtime_site.staff",
 ]
 
@@ -229,8 +233,24 @@ STATICFILES_DIRS = [
 ]
 STATIC_ROOT = VAR_DIR / "static"  # collectstatic's output, served by whitenoise
 STATIC_ROOT.mkdir(exist_ok=True)
+# Kept creations (the gallery) go through the default storage: files under var/media, or an
+# S3-compatible bucket with REALTIME_S3_BUCKET (django-storages; credentials from the AWS_* variables).
+MEDIA_ROOT = VAR_DIR / "media"  # never served as a folder: the gallery's views check who asks
+S3_BUCKET = os.environ.get("REALTIME_S3_BUCKET") or None
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": (
+        {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": S3_BUCKET,
+                "endpoint_url": os.environ.get("REALTIME_S3_ENDPOINT_URL") or None,
+                "default_acl": "private",
+                "querystring_auth": True,
+            },
+        }
+        if S3_BUCKET
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    ),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = DEBUG  # in development, serve files without collectstatic

@@ -5,13 +5,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
 from realtime_site.accounts import views as accounts
+from realtime_site.gallery import views as gallery
 from realtime_site.gateway import http_views, proxy
 from realtime_site.gateway import views as gateway
 from realtime_site.rooms import views as rooms
 from realtime_site.staff import dashboard
 from realtime_site.staff import views as staff
 
-_APP = r"(?!(?:admin|accounts|api|rooms|static|tokens|metrics)/)(?P<owner>[^/]+)/(?P<alias>[^/]+)"
+_APP = r"(?!(?:admin|accounts|api|gallery|rooms|static|tokens|metrics)/)(?P<owner>[^/]+)/(?P<alias>[^/]+)"
 
 urlpatterns = [
     path("", gateway.draw, name="home"),
@@ -27,6 +28,13 @@ urlpatterns = [
     path("admin/dashboard/export.csv", admin.site.admin_view(dashboard.export_csv), name="usage-export"),
     path("admin/runners/", admin.site.admin_view(dashboard.runners), name="runners"),
     path("admin/", admin.site.urls),
+    path("gallery/", gallery.gallery, name="gallery"),
+    path("gallery/keep", gallery.keep, name="gallery-keep"),
+    path("gallery/<slug:public_id>/", gallery.creation_page, name="creation"),
+    path("gallery/<slug:public_id>/remix", gallery.remix, name="creation-remix"),
+    path("gallery/<slug:public_id>/share", gallery.share, name="creation-share"),
+    path("gallery/<slug:public_id>/delete", gallery.delete, name="creation-delete"),
+    path("gallery/<slug:public_id>/<slug:what>", gallery.creation_file, name="creation-file"),
     path("rooms/", rooms.create, name="room-create"),
     path("rooms/<slug:slug>/", rooms.room_page, name="room"),
     path("rooms/<slug:slug>/manage", rooms.manage, name="room-manage"),

@@ -11,6 +11,7 @@ import { connect, throttle } from "../realtime.js";
 import { DrawingCanvas } from "./canvas.js";
 import { AppControls } from "./app_controls.js";
 import { RollingStats } from "./stats.js";
+import { SessionHistory, keep } from "./session.js";
 
 const THROTTLE_MS = 128;
 const PALETTE = ["#111111", "#1e2a78", "#2f80ed", "#27ae60", "#f2c94c", "#f2994a", "#eb5757", "#ffffff"];
@@ -23,11 +24,13 @@ const ui = {
   seedLock: $("seed-lock"), size: $("size"), color: $("color"), brush: $("brush"), eraser: $("eraser"),
   result: $("result"), placeholder: $("result-placeholder"), busy: $("busy"), status: $("status"),
   latency: $("latency"), fps: $("fps"), download: $("download"), error: $("error"), video: $("video"),
-  webcam: $("webcam"), showSteps: $("show-steps"), step: $("step"),
+  webcam: $("webcam"), showSteps: $("show-steps"), step: $("step"), keep: $("keep"), kept: $("kept"),
+  viewing: $("viewing"),
 };
+const csrf = /** @type {HTMLInputElement} */ (document.querySelector("#share-form [name=csrfmiddlewaretoken]")).value;
 
 const stats = new RollingStats();
-/** @type {Map<number, {changeAt: number, sentAt: number}>} frames sent and not answered yet */
+/** @type {Map<number, {changeAt: number, sentAt: number, sketch: Uint8Array, params: Record<string, string | number>}>} frames sent and not answered yet */
 const inFlight = new Map();
 let nextId = 1;
 let lastShownId = 0;
@@ -68,7 +71,11 @@ const sendFrame = throttle(async () => {
   if (!ui.seedLock.checked) ui.seed.value = String(Math.floor(Math.random() * 2 ** 32));
   const image = await drawing.export(size);
   const id = nextId++;
-  inFlight.set(id, { changeAt, sentAt: performance.now() });
+  const params = {
+    app: ui.app.value, prompt: ui.prompt.value, strength: Number(ui.strength.value),
+    num_inference_steps: Number(ui.steps.value), seed: Number(ui.seed.value), image_size: size,
+  };
+  inFlight.set(id, { changeAt, sentAt: performance.now(), sketch: image, params });
   connection.send({
     prompt: ui.prompt.value || " ",
     image_bytes: image,
@@ -117,6 +124,78 @@ async function showResult(/** @type {any} */ result) {
   ui.download.hidden = false;
   ui.error.hidden = true;
   ui.result.dataset.requestId = String(id);
+  ui.viewing.hidden = true;
+  if (frame) {
+    moments.offer({ id, result: blob, sketch: new Blob([frame.sketch], { type: "image/jpeg" }), params: frame.params });
+    ui.keep.disabled = false;
+  }
+}
+
+// -- this session's results, and keeping them ------------------------------------------------------
+
+/** @type {import("./session.js").Moment | undefined} the strip's moment being looked at */
+let viewed;
+const moments = new SessionHistory($("history-strip"), (moment) => {
+  viewed = moment;
+  ui.result.src = moment.url;
+  ui.result.hidden = false;
+  ui.placeholder.hidden = true;
+  ui.viewing.hidden = false;
+});
+
+$("live").addEventListener("click", () => {
+  viewed = undefined;
+  ui.viewing.hidden = true;
+  if (resultUrl) ui.result.src = resultUrl;
+});
+
+$("restore").addEventListener("click", async () => {
+  if (viewed) await restore(viewed.params, viewed.sketch);
+  viewed = undefined;
+  ui.viewing.hidden = true;
+});
+
+/** Bring back a drawing and its parameters (from the strip, or a creation to remix). */
+async function restore(/** @type {Record<string, any>} */ params, /** @type {Blob | undefined} */ sketch) {
+  if (params.app && [...ui.app.options].some((o) => o.value === params.app && !o.disabled)) ui.app.value = params.app;
+  for (const [input, name] of [[ui.prompt, "prompt"], [ui.strength, "strength"], [ui.steps, "num_inference_steps"],
+    [ui.seed, "seed"], [ui.size, "image_size"]]) {
+    if (params[name] !== undefined && params[name] !== null) input.value = String(params[name]);
+  }
+  $("strength-value").textContent = ui.strength.value;
+  $("steps-value").textContent = ui.steps.value;
+  ui.seedLock.checked = true; // the seed that made it
+  if (sketch) drawing.drawPicture(await createImageBitmap(sketch));
+  drawn = true;
+  openConnection();
+}
+
+ui.keep.addEventListener("click", async () => {
+  const moment = viewed ?? moments.latest();
+  if (!moment) return;
+  ui.keep.disabled = true;
+  try {
+    const url = await keep(moment, csrf);
+    ui.kept.replaceChildren("Kept: ", Object.assign(document.createElement("a"), { href: url, textContent: "open it" }));
+    ui.kept.hidden = false;
+  } catch (error) {
+    showError(error);
+  } finally {
+    ui.keep.disabled = false;
+  }
+});
+
+async function remixFromUrl() {
+  const id = new URLSearchParams(location.search).get("remix");
+  if (!id || !/^[A-Za-z0-9_-]+$/.test(id)) return;
+  const response = await fetch(`/gallery/${id}/remix`, { credentials: "same-origin" });
+  if (!response.ok) {
+    showError(new Error("That creation is not there to remix."));
+    return;
+  }
+  const { parameters, sketch } = await response.json();
+  const picture = sketch ? await (await fetch(sketch, { credentials: "same-origin" })).blob() : undefined;
+  await restore(parameters, picture);
 }
 
 /** An intermediate image of an input newer than the result shown; its own result replaces it. */
@@ -295,3 +374,4 @@ document.addEventListener("keydown", (e) => {
 setInterval(() => (ui.fps.textContent = stats.fps().toFixed(1)), 500);
 setColor(drawing.color);
 openConnection();
+remixFromUrl();

@@ -25,7 +25,7 @@ from realtime_site.gateway.http_apps import CallAnswer, CallRequest, answer
 
 __all__ = ["AppCalls"]
 
-ROUTE = re.compile(r"^/(?!(?:admin|accounts|api|rooms|static|tokens|metrics)/)([^/]+)/([^/]+?)(/stream)?$")
+ROUTE = re.compile(r"^/(?!(?:admin|accounts|api|gallery|rooms|static|tokens|metrics)/)([^/]+)/([^/]+?)(/stream)?$")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 Scope = dict[str, Any]
 

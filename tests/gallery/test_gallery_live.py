@@ -1,0 +1,169 @@
+"""The gallery against real daphne: keep a result with its sketch and parameters, the grid, a
+creation's page and files; private ones are 404 to everyone else (logged out too), staff aside;
+public ones open for anyone with the link, with an Open Graph image; delete takes the files too;
+bad uploads, tampered ids and another user's creation get named errors, and nothing is stored;
+the quota says when it is full."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.accounts.live import STAFF, STAFF_PASSWORD, create_staff
+from tests.gateway.stack import GatewayStack, start_stack
+from tests.rooms.live import csrf, logged_in, make_users
+
+MOST = 4
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
+    stack = start_stack(tmp_path_factory.mktemp("gallery"), [["--apps", "local/echo"]],
+                        {"REALTIME_GALLERY_MAX_ITEMS": str(MOST)})  # fmt: skip
+    make_users(stack, "ada", "bea", "cy")
+    create_staff(stack)
+    yield stack
+    stack.close()
+
+
+def picture(kind: str = "JPEG", color: str = "#336699", size: int = 128) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, kind)
+    return out.getvalue()
+
+
+PARAMS = {"app": "local/stylize", "prompt": "starry harbour", "seed": "42", "strength": "0.7",
+          "num_inference_steps": "2", "image_size": "512"}  # fmt: skip
+
+
+def kept(client: httpx.Client, files: dict | None = None, **fields: str) -> httpx.Response:
+    if files is None:
+        files = {"result": ("result.jpg", picture(), "image/jpeg"),
+                 "sketch": ("sketch.jpg", picture(color="#ffffff"), "image/jpeg")}  # fmt: skip
+    return client.post("/gallery/keep", data={**PARAMS, **fields}, files=files,
+                       headers={"X-CSRFToken": csrf(client), "Referer": str(client.base_url)})  # fmt: skip
+
+
+def media(stack: GatewayStack) -> list[Path]:
+    root = stack.var_dir / "media"
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def post(client: httpx.Client, path: str, **fields: str) -> httpx.Response:
+    return client.post(path, data=fields, headers={"X-CSRFToken": csrf(client), "Referer": str(client.base_url)})
+
+
+def test_keep_then_the_grid_the_page_and_the_files(stack: GatewayStack) -> None:
+    with (
+        closing(logged_in(stack, "ada")) as ada,
+        closing(logged_in(stack, "bea")) as bea,
+        httpx.Client(base_url=stack.http) as nobody,
+    ):
+        answer = kept(ada)
+        assert answer.status_code == 201, answer.text
+        url = answer.json()["url"]
+        public_id = answer.json()["id"]
+        assert re.fullmatch(r"/gallery/[A-Za-z0-9_-]{20,}/", url)
+        grid = ada.get("/gallery/").text
+        assert f'href="{url}" data-testid="gallery-item"' in grid and "1 of 4 creations" in grid
+        page = ada.get(url).text
+        assert "starry harbour" in page and "local/stylize" in page and "og:image" not in page  # private: no preview
+        result = ada.get(f"{url}result")
+        assert result.status_code == 200 and result.headers["content-type"] == "image/jpeg"
+        assert result.content == picture() and "private" in result.headers["cache-control"]
+        with Image.open(io.BytesIO(ada.get(f"{url}thumbnail").content)) as small:
+            assert small.format == "JPEG" and max(small.size) <= 256
+        remix = ada.get(f"{url}remix").json()
+        assert remix["parameters"] == {"app": "local/stylize", "prompt": "starry harbour", "seed": 42, "strength": 0.7,
+                                       "num_inference_steps": 2, "image_size": 512}  # fmt: skip
+        assert ada.get(remix["sketch"]).content == picture(color="#ffffff")
+
+        # Private: 404 to everyone else, logged out too, for the page and every file.
+        for client in (bea, nobody):
+            for path in (url, f"{url}result", f"{url}sketch", f"{url}thumbnail", f"{url}remix"):
+                assert client.get(path).status_code in (404, 302), path  # 302: remix asks to log in first
+            assert client.get(url).status_code == 404
+        assert post(bea, f"{url}share", public="on").status_code in (403, 404)
+        assert post(bea, f"{url}delete").status_code in (403, 404)
+        assert ada.get(url).status_code == 200  # still there
+
+        # Public: anyone with the link, with an Open Graph image; private again: gone for them.
+        shared = post(ada, f"{url}share", public="on").json()
+        assert shared["public"] and shared["link"].endswith(url)
+        open_page = nobody.get(url)
+        assert open_page.status_code == 200
+        image = re.search(r'<meta property="og:image" content="([^"]+)"', open_page.text)
+        assert image and image[1].endswith(f"{url}result")
+        assert nobody.get(f"{url}result").content == picture()
+        assert post(ada, f"{url}share", public="off").json() == {"public": False, "link": None}
+        assert nobody.get(url).status_code == 404
+
+        # Delete: the creation and its files.
+        files_before = media(stack)
+        assert any(public_id in str(p) for p in files_before)
+        assert post(ada, f"{url}delete").status_code == 302
+        assert ada.get(url).status_code == 404
+        assert not any(public_id in str(p) for p in media(stack))
+
+
+def test_staff_see_private_creations(stack: GatewayStack) -> None:
+    with closing(logged_in(stack, "cy")) as cy, httpx.Client(base_url=stack.http) as staff:
+        url = kept(cy).json()["url"]
+        login = staff.get("/admin/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text)[1]  # type: ignore[index]
+        staff.post("/admin/login/", data={"username": STAFF, "password": STAFF_PASSWORD, "csrfmiddlewaretoken": token})
+        assert staff.get(url).status_code == 200
+        listing = staff.get("/admin/gallery/creation/").text
+        assert url.split("/")[2] in listing and "cy" in listing
+        assert post(cy, f"{url}delete").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("files", "fields", "problem"),
+    [
+        ({}, {}, "result"),
+        ({"result": ("r.png", picture("JPEG"), "image/png")}, {}, "not the image/png"),
+        ({"result": ("r.jpg", b"<html><script>alert(1)</script></html>", "image/jpeg")}, {}, "not a picture"),
+        ({"result": ("r.jpg", picture()[:100], "image/jpeg")}, {}, "not a picture"),
+        ({"result": ("r.gif", picture("GIF"), "image/gif")}, {}, "JPEG, PNG or WebP"),
+        ({"result": ("r.png", picture("PNG", size=2100), "image/png")}, {}, "at most 2048"),
+        ({"result": ("r.jpg", picture(), "image/jpeg"), "sketch": ("s.jpg", b"nope", "image/jpeg")}, {}, "sketch"),
+        ({"result": ("r.jpg", picture(), "image/jpeg")}, {"app": "../../etc"}, "app"),
+        ({"result": ("r.jpg", picture(), "image/jpeg")}, {"seed": "1e999"}, "seed"),
+        ({"result": ("r.jpg", picture(), "image/jpeg")}, {"strength": "nan"}, "strength"),
+        ({"result": ("r.jpg", picture(), "image/jpeg")}, {"prompt": "x" * 2001}, "prompt"),
+    ],
+)
+def test_bad_uploads_are_named_and_nothing_is_stored(
+    stack: GatewayStack, files: dict, fields: dict, problem: str
+) -> None:
+    with closing(logged_in(stack, "bea")) as bea:
+        before = media(stack)
+        answer = kept(bea, files=files, **fields)
+        assert answer.status_code == 400 and problem in answer.json()["detail"], answer.text
+        assert media(stack) == before
+
+
+def test_tampered_ids_and_the_quota(stack: GatewayStack) -> None:
+    with closing(logged_in(stack, "bea")) as bea, httpx.Client(base_url=stack.http) as nobody:
+        unknown = "/gallery/AAAAAAAAAAAAAAAAAAAAAA"
+        for path in ("/gallery/not-a-real-id/", "/gallery/x/result", "/gallery/../../settings.py",
+                     f"{unknown}/result", f"{unknown}/secret_key"):  # fmt: skip
+            assert nobody.get(path).status_code == 404, path
+        made = [kept(bea) for _ in range(MOST)]
+        assert all(a.status_code == 201 for a in made), [a.text for a in made]
+        before = media(stack)
+        full = kept(bea)
+        assert full.status_code == 413 and "delete some" in full.json()["detail"]
+        assert media(stack) == before
+        assert "4 of 4 creations" in bea.get("/gallery/").text
+        for answer in made:
+            post(bea, f"{answer.json()['url']}delete")
+        assert kept(bea).status_code == 201
