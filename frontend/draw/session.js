@@ -22,10 +22,14 @@ export class SessionHistory {
     this.moments = [];
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.timer = undefined;
+    /** @type {Omit<Moment, "url"> | undefined} */
+    this.current = undefined;
   }
 
-  /** A result was shown: it joins the strip unless a newer one comes within SETTLE_MS. */
+  /** A result was shown: it is the current one at once, and joins the strip unless a newer one
+   * comes within SETTLE_MS. */
   offer(/** @type {Omit<Moment, "url">} */ moment) {
+    this.current = moment;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.add(moment), SETTLE_MS);
   }
@@ -38,7 +42,9 @@ export class SessionHistory {
     this.render();
   }
 
+  /** The result shown last (in the strip or about to be). */
   latest() {
+    if (this.current && this.moments[0]?.id !== this.current.id) this.add(this.current);
     return this.moments[0];
   }
 
