@@ -30,6 +30,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("gallery/", gallery.gallery, name="gallery"),
     path("gallery/keep", gallery.keep, name="gallery-keep"),
+    path("gallery/timelapse", gallery.timelapse, name="gallery-timelapse"),
     path("gallery/<slug:public_id>/", gallery.creation_page, name="creation"),
     path("gallery/<slug:public_id>/remix", gallery.remix, name="creation-remix"),
     path("gallery/<slug:public_id>/share", gallery.share, name="creation-share"),

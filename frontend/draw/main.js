@@ -11,7 +11,7 @@ import { connect, throttle } from "../realtime.js";
 import { DrawingCanvas } from "./canvas.js";
 import { AppControls } from "./app_controls.js";
 import { RollingStats } from "./stats.js";
-import { SessionHistory, keep } from "./session.js";
+import { Recorder, SessionHistory, keep, keepTimelapse } from "./session.js";
 
 const THROTTLE_MS = 128;
 const PALETTE = ["#111111", "#1e2a78", "#2f80ed", "#27ae60", "#f2c94c", "#f2994a", "#eb5757", "#ffffff"];
@@ -25,8 +25,9 @@ const ui = {
   result: $("result"), placeholder: $("result-placeholder"), busy: $("busy"), status: $("status"),
   latency: $("latency"), fps: $("fps"), download: $("download"), error: $("error"), video: $("video"),
   webcam: $("webcam"), showSteps: $("show-steps"), step: $("step"), keep: $("keep"), kept: $("kept"),
-  viewing: $("viewing"),
+  viewing: $("viewing"), record: $("record"),
 };
+const recorder = new Recorder();
 const csrf = /** @type {HTMLInputElement} */ (document.querySelector("#share-form [name=csrfmiddlewaretoken]")).value;
 
 const stats = new RollingStats();
@@ -128,6 +129,8 @@ async function showResult(/** @type {any} */ result) {
   if (frame) {
     moments.offer({ id, result: blob, sketch: new Blob([frame.sketch], { type: "image/jpeg" }), params: frame.params });
     ui.keep.disabled = false;
+    if (recorder.add(blob)) stopRecording();
+    if (recorder.recording) ui.record.textContent = `Stop (${recorder.frames?.length})`;
   }
 }
 
@@ -184,6 +187,34 @@ ui.keep.addEventListener("click", async () => {
     ui.keep.disabled = false;
   }
 });
+
+ui.record.addEventListener("click", () => (recorder.recording ? stopRecording() : startRecording()));
+
+function startRecording() {
+  recorder.start();
+  ui.record.setAttribute("aria-pressed", "true");
+  ui.record.textContent = "Stop (0)";
+}
+
+async function stopRecording() {
+  const frames = recorder.stop();
+  ui.record.setAttribute("aria-pressed", "false");
+  ui.record.textContent = "Record";
+  if (frames.length < 2) {
+    showError(new Error("A timelapse needs at least two results: draw while recording."));
+    return;
+  }
+  const params = moments.latest()?.params ?? { app: ui.app.value, prompt: ui.prompt.value };
+  try {
+    const url = await keepTimelapse(frames, params, csrf);
+    ui.kept.replaceChildren(`Timelapse of ${frames.length} kept: `,
+      Object.assign(document.createElement("a"), { href: url, textContent: "open it" }));
+    ui.kept.hidden = false;
+    ui.kept.dataset.frames = String(frames.length);
+  } catch (error) {
+    showError(error);
+  }
+}
 
 async function remixFromUrl() {
   const id = new URLSearchParams(location.search).get("remix");

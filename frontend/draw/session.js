@@ -82,3 +82,53 @@ export async function keep(moment, csrf) {
   if (!response.ok) throw new Error(body.detail ?? `the server answered ${response.status}`);
   return /** @type {string} */ (body.url);
 }
+
+export const MAX_FRAMES = 90; // the server takes at most this many pictures in one timelapse
+
+/** The results shown while recording, in order (at most MAX_FRAMES: then it stops by itself). */
+export class Recorder {
+  constructor() {
+    /** @type {Blob[] | undefined} */
+    this.frames = undefined;
+  }
+
+  get recording() {
+    return this.frames !== undefined;
+  }
+
+  start() {
+    this.frames = [];
+  }
+
+  /** @returns {boolean} whether it is full now */
+  add(/** @type {Blob} */ result) {
+    if (!this.frames) return false;
+    if (this.frames.length < MAX_FRAMES) this.frames.push(result);
+    return this.frames.length >= MAX_FRAMES;
+  }
+
+  stop() {
+    const frames = this.frames ?? [];
+    this.frames = undefined;
+    return frames;
+  }
+}
+
+/**
+ * Keep recorded results as one timelapse (an animated WebP made on the server); resolves to its page.
+ * @param {Blob[]} frames
+ * @param {Record<string, string | number>} params
+ * @param {string} csrf
+ */
+export async function keepTimelapse(frames, params, csrf) {
+  const form = new FormData();
+  frames.forEach((frame, i) => form.append("frame", frame, `frame-${i}.${frame.type === "image/png" ? "png" : "jpg"}`));
+  form.append("frame_ms", "250");
+  for (const [name, value] of Object.entries(params)) form.append(name, String(value));
+  const response = await fetch("/gallery/timelapse", {
+    method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf }, body: form,
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.detail ?? `the server answered ${response.status}`);
+  return /** @type {string} */ (body.url);
+}

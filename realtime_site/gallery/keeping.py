@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 
 from realtime_site.gallery.models import Creation
-from realtime_site.gallery.pictures import Picture, thumbnail
+from realtime_site.gallery.pictures import Picture
 
 __all__ = ["QuotaFull", "delete", "keep", "usage_of"]
 
@@ -30,9 +30,9 @@ def usage_of(owner: AbstractBaseUser) -> tuple[int, int]:
 
 
 def keep(owner: AbstractBaseUser, result: Picture, sketch: Picture | None, params: dict[str, Any], *,
-         kind: str = Creation.Kind.PICTURE, frames: int = 1) -> Creation:  # fmt: skip
-    """Store a creation with its files, within the owner's quota (``QuotaFull`` otherwise)."""
-    small = thumbnail(result)
+         small: bytes, kind: str = Creation.Kind.PICTURE, frames: int = 1) -> Creation:  # fmt: skip
+    """Store a creation with its files and its thumbnail ``small`` (made beforehand, off the database
+    thread: ``pictures.thumbnail``), within the owner's quota (``QuotaFull`` otherwise)."""
     size = len(result.data) + len(small) + (len(sketch.data) if sketch else 0)
     with transaction.atomic():
         # One keep at a time per owner: the quota holds under concurrent keeps too.

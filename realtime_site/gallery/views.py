@@ -4,10 +4,12 @@ everyone but its owner and staff; a public one opens for anyone with its link, l
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -16,13 +18,15 @@ from django.views.decorators.http import require_GET, require_POST
 
 from realtime_site.gallery import keeping
 from realtime_site.gallery.models import Creation
-from realtime_site.gallery.pictures import check_picture
+from realtime_site.gallery.pictures import animated_webp, check_picture, thumbnail
 from realtime_site.protocol import ValidationError
 
-__all__ = ["creation_file", "creation_page", "delete", "gallery", "keep", "remix", "share"]
+__all__ = ["creation_file", "creation_page", "delete", "gallery", "keep", "remix", "share", "timelapse"]
 
 APP = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 FILES = {"result", "sketch", "thumbnail"}
+MAX_FRAMES = 90  # a timelapse's pictures (Django takes at most 100 files a request)
+FRAME_MS = (40, 2000)  # how long each picture shows
 
 
 def _refused(field: str, problem: str, status: int = 400) -> JsonResponse:
@@ -31,26 +35,64 @@ def _refused(field: str, problem: str, status: int = 400) -> JsonResponse:
 
 @login_required
 @require_POST
-def keep(request: HttpRequest) -> JsonResponse:
-    """A result with its sketch and parameters (multipart: ``result``, ``sketch``, the fields)."""
-    upload = request.FILES.get("result")
+async def keep(request: HttpRequest) -> JsonResponse:
+    """A result with its sketch and parameters (multipart: ``result``, ``sketch``, the fields). The
+    pictures are checked and the thumbnail made in a worker thread, not the database thread that
+    admissions and usage records use."""
+    upload, sketch_upload = request.FILES.get("result"), request.FILES.get("sketch")
     if upload is None:
         return _refused("result", "send the result picture as a file field named result")
     cap = settings.REALTIME_MAX_FRAME_BYTES
-    try:
+
+    def checked() -> tuple[Any, Any, bytes]:
         result = check_picture(upload.read(cap + 1), "result", claimed=upload.content_type, max_bytes=cap)
-        sketch_upload = request.FILES.get("sketch")
         sketch = None
         if sketch_upload is not None:
             sketch = check_picture(sketch_upload.read(cap + 1), "sketch", claimed=sketch_upload.content_type,
                                    max_bytes=cap)  # fmt: skip
+        return result, sketch, thumbnail(result)
+
+    try:
         params = _params(request.POST)
-        creation = keeping.keep(request.user, result, sketch, params)
+        result, sketch, small = await asyncio.to_thread(checked)
+        creation = await database_sync_to_async(keeping.keep)(await request.auser(), result, sketch, params,
+                                                              small=small)  # fmt: skip
     except ValidationError as exc:
         return _refused(exc.field, str(exc).split(": ", 1)[-1])
     except keeping.QuotaFull as full:
         return JsonResponse({"error": "QUOTA_EXCEEDED", "detail": str(full)}, status=413)
     return JsonResponse({"id": creation.public_id, "url": f"/gallery/{creation.public_id}/"}, status=201)
+
+
+@login_required
+@require_POST
+async def timelapse(request: HttpRequest) -> JsonResponse:
+    """The results recorded while drawing (``frame`` files, in order) as one animated WebP, kept. The
+    encoding (seconds for many frames) runs in a worker thread."""
+    uploads = request.FILES.getlist("frame")
+    if not 2 <= len(uploads) <= MAX_FRAMES:
+        return _refused("frame", f"send 2 to {MAX_FRAMES} recorded pictures, got {len(uploads)}")
+    cap = settings.REALTIME_MAX_FRAME_BYTES
+
+    def animated(frame_ms: int) -> tuple[Any, bytes]:
+        frames = [check_picture(u.read(cap + 1), f"frame {i}", claimed=u.content_type, max_bytes=cap)
+                  for i, u in enumerate(uploads)]  # fmt: skip
+        animation = check_picture(animated_webp(frames, frame_ms), "timelapse", max_bytes=4 * cap)
+        return animation, thumbnail(frames[-1])
+
+    try:
+        frame_ms = int(_number(request.POST, "frame_ms", *FRAME_MS, whole=True) or 250)
+        params = _params(request.POST)
+        animation, small = await asyncio.to_thread(animated, frame_ms)
+        creation = await database_sync_to_async(keeping.keep)(await request.auser(), animation, None, params,
+                                                              small=small, kind=Creation.Kind.TIMELAPSE,
+                                                              frames=len(uploads))  # fmt: skip
+    except ValidationError as exc:
+        return _refused(exc.field, str(exc).split(": ", 1)[-1])
+    except keeping.QuotaFull as full:
+        return JsonResponse({"error": "QUOTA_EXCEEDED", "detail": str(full)}, status=413)
+    body = {"id": creation.public_id, "url": f"/gallery/{creation.public_id}/", "frames": len(uploads)}
+    return JsonResponse(body, status=201)
 
 
 def _params(form: Any) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """Keeping what one makes, in a real browser: Keep on the drawing page, the gallery's grid, a
 creation's page, Remix (the canvas pixels and the parameters come back), the session's strip
-(restore), the public link opened logged out (with its preview image), a private link refused, and
-delete."""
+(restore), the public link opened logged out (with its preview image), a private link refused,
+delete, and a timelapse with as many frames as were recorded."""
 
 from __future__ import annotations
 
+import io
 import re
 
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.pages import logged_in, needs_chromium, pixel, settled_result, stroke
@@ -115,4 +117,28 @@ def test_a_public_link_works_logged_out_and_a_private_one_does_not(browser: Brow
     expect(page).to_have_url(f"{stack.http}/gallery/")
     assert page.request.get(f"{stack.http}{url}").status == 404
     stranger.context.close()
+    page.close()
+
+
+def test_a_timelapse_has_as_many_frames_as_were_recorded(browser: Browser, stack: GatewayStack) -> None:
+    page, console = logged_in(browser, stack)
+    page.get_by_test_id("record-button").click()
+    expect(page.get_by_test_id("record-button")).to_have_attribute("aria-pressed", "true")
+    last = 0
+    for i in range(4):
+        stroke(page, [(0.1 + 0.2 * i, 0.2), (0.2 + 0.2 * i, 0.8)])
+        last = settled_result(page, last)
+    page.get_by_test_id("record-button").click()
+    kept = page.get_by_test_id("kept")
+    expect(kept.get_by_role("link")).to_be_visible(timeout=30_000)
+    recorded = int(kept.get_attribute("data-frames") or 0)
+    assert recorded >= 4  # every result shown while recording (a stroke may bring more than one)
+    url = kept.get_by_role("link").get_attribute("href")
+    animation = page.request.get(f"{stack.http}{url}result")
+    assert animation.headers["content-type"] == "image/webp"
+    with Image.open(io.BytesIO(animation.body())) as webp:
+        assert webp.format == "WEBP" and webp.n_frames == recorded
+    page.goto(f"{stack.http}{url}")
+    expect(page.get_by_test_id("creation-result")).to_be_visible()
+    assert console.errors == []
     page.close()

@@ -167,3 +167,34 @@ def test_tampered_ids_and_the_quota(stack: GatewayStack) -> None:
         for answer in made:
             post(bea, f"{answer.json()['url']}delete")
         assert kept(bea).status_code == 201
+
+
+def timelapse(client: httpx.Client, frames: list[tuple[str, bytes, str]], **fields: str) -> httpx.Response:
+    return client.post("/gallery/timelapse", data={**PARAMS, **fields}, files=[("frame", f) for f in frames],
+                       headers={"X-CSRFToken": csrf(client), "Referer": str(client.base_url)})  # fmt: skip
+
+
+def test_a_timelapse_is_kept_as_an_animation_and_bad_ones_are_named(stack: GatewayStack) -> None:
+    colors = ["#ff0000", "#00ff00", "#0000ff"]
+    frames = [(f"f{i}.jpg", picture(color=c), "image/jpeg") for i, c in enumerate(colors)]
+    with closing(logged_in(stack, "cy")) as cy:
+        before = media(stack)
+        for bad, problem in [
+            (frames[:1], "send 2 to 90"),
+            (frames * 31, "send 2 to 90"),
+            ([*frames[:2], ("f.jpg", b"junk", "image/jpeg")], "frame 2"),
+            ([*frames[:2], ("f.png", picture(), "image/png")], "not the image/png"),
+        ]:
+            answer = timelapse(cy, bad)
+            assert answer.status_code == 400 and problem in answer.json()["detail"], answer.text
+        assert timelapse(cy, frames, frame_ms="5").status_code == 400  # 40 ms a frame at least
+        assert media(stack) == before
+        answer = timelapse(cy, frames)
+        assert answer.status_code == 201 and answer.json()["frames"] == 3, answer.text
+        url = answer.json()["url"]
+        animation = cy.get(f"{url}result")
+        assert animation.headers["content-type"] == "image/webp"
+        with Image.open(io.BytesIO(animation.content)) as webp:
+            assert webp.n_frames == 3
+        assert "3 frames" in cy.get(url).text
+        post(cy, f"{url}delete")
