@@ -36,6 +36,8 @@ let erasing = false;
 let resultUrl = "";
 let retryMs = 1000;
 let ended = false; // removed, or the room closed: no reconnecting
+/** @type {{result: Blob, canvas: Uint8Array | undefined, params: Record<string, any>} | undefined} */
+let latest; // the room's last result, for Keep
 /** @type {{k: number, points: number[], timer: number | undefined} | undefined} */
 let drawing;
 window.roomPage = { room, version: () => Number(ui.version.textContent) }; // read by tests
@@ -97,6 +99,7 @@ let shownVersion = -1;
 async function replaceCanvas(/** @type {any} */ message) {
   if (message.version < shownVersion) return; // an older canvas, overtaken
   shownVersion = message.version;
+  shownCanvas = message.png;
   await room.replace(message.png, message.acked ?? {}, message.background);
   if (message.version === shownVersion) ui.version.textContent = String(message.version);
 }
@@ -240,6 +243,7 @@ async function manage(/** @type {Record<string, string>} */ fields) {
 // -- parameters and results ------------------------------------------------------------------------
 
 function showParams(/** @type {any} */ params) {
+  shownParams = { ...shownParams, ...params };
   const set = (/** @type {any} */ input, /** @type {any} */ value) => {
     if (value !== undefined && document.activeElement !== input) input.value = String(value);
   };
@@ -264,10 +268,16 @@ function paramChanged() {
 }
 for (const input of [ui.prompt, ui.strength, ui.steps, ui.seed, ui.size]) input.addEventListener("input", paramChanged);
 
+let shownCanvas; // the last canvas the driver sent: the sketch a kept result was made from
+let shownParams = {};
+
 async function showResult(/** @type {any} */ result) {
   const image = result.images?.[0];
   if (!image?.content) return;
-  const url = URL.createObjectURL(new Blob([image.content], { type: image.content_type }));
+  const blob = new Blob([image.content], { type: image.content_type });
+  latest = { result: blob, canvas: shownCanvas, params: { ...shownParams } };
+  $("keep").disabled = false;
+  const url = URL.createObjectURL(blob);
   ui.result.src = url;
   await ui.result.decode().catch(() => undefined);
   ui.result.hidden = false;
@@ -311,6 +321,26 @@ document.addEventListener("keydown", (e) => {
   if (typing || !(e.ctrlKey || e.metaKey) || e.key.toLowerCase() !== "z") return;
   send({ t: e.shiftKey ? "redo" : "undo" });
   e.preventDefault();
+});
+
+$("keep").addEventListener("click", async () => {
+  if (!latest) return;
+  const form = new FormData();
+  form.append("result", latest.result, latest.result.type === "image/png" ? "result.png" : "result.jpg");
+  if (latest.canvas) form.append("sketch", new Blob([latest.canvas], { type: "image/png" }), "sketch.png");
+  const p = latest.params;
+  const fields = { app: studio.dataset.app, room: slug, prompt: p.prompt ?? "", seed: p.seed ?? "", strength: p.strength ?? "",
+    num_inference_steps: p.num_inference_steps ?? "", image_size: p.image_size ?? "" };
+  for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
+  const response = await fetch("/gallery/keep", { method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrf }, body: form });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    ui.error.textContent = body.detail ?? `${response.status}`;
+    ui.error.hidden = false;
+    return;
+  }
+  $("kept").replaceChildren("Kept: ", Object.assign(document.createElement("a"), { href: body.url, textContent: "open it" }));
+  $("kept").hidden = false;
 });
 
 if (isOwner) {

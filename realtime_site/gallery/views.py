@@ -54,9 +54,11 @@ async def keep(request: HttpRequest) -> JsonResponse:
 
     try:
         params = _params(request.POST)
+        user = await request.auser()
+        if params["room"] and not await database_sync_to_async(_member_of)(params["room"], user):
+            return _refused("room", "you are not a member of that room", status=403)
         result, sketch, small = await asyncio.to_thread(checked)
-        creation = await database_sync_to_async(keeping.keep)(await request.auser(), result, sketch, params,
-                                                              small=small)  # fmt: skip
+        creation = await database_sync_to_async(keeping.keep)(user, result, sketch, params, small=small)
     except ValidationError as exc:
         return _refused(exc.field, str(exc).split(": ", 1)[-1])
     except keeping.QuotaFull as full:
@@ -93,6 +95,13 @@ async def timelapse(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "QUOTA_EXCEEDED", "detail": str(full)}, status=413)
     body = {"id": creation.public_id, "url": f"/gallery/{creation.public_id}/", "frames": len(uploads)}
     return JsonResponse(body, status=201)
+
+
+def _member_of(slug: str, user: Any) -> bool:
+    """Whether ``user`` is in the room (any member may keep the room's result)."""
+    from realtime_site.rooms.models import RoomMember
+
+    return RoomMember.objects.filter(room__slug=slug, user=user, removed_at__isnull=True).exists()
 
 
 def _params(form: Any) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Shared rooms in a real browser: three people in three browser contexts (one of them on a second
 daphne process, the two sharing Redis) draw one picture. Share turns a drawing into a room; strokes
 appear on the others while they are drawn; the result appears on all; a late joiner sees the canvas;
-the owner removes a member; after the strokes settle every member's canvas is the same picture; the
-room page passes axe-core."""
+the owner removes a member; after the strokes settle every member's canvas is the same picture; a
+member keeps the room's result in their gallery; the room page passes axe-core."""
 
 from __future__ import annotations
 
@@ -108,6 +108,17 @@ def test_three_people_draw_one_picture(browser: Browser, cluster: tuple[GatewayS
     expect(cai.get_by_test_id("status")).to_have_text("disconnected", timeout=20_000)
     expect(ada.get_by_test_id("room-members").locator("li")).to_have_count(3, timeout=20_000)
     expect(ada.get_by_test_id("room-members")).not_to_contain_text("cai")
+
+    # Any member keeps the room's result, with the room's canvas as its sketch.
+    bea.get_by_test_id("keep-button").click()
+    kept = bea.get_by_test_id("kept").get_by_role("link")
+    expect(kept).to_be_visible(timeout=20_000)
+    bea.goto(f"{a_gateway.http}{kept.get_attribute('href')}")
+    expect(bea.get_by_test_id("creation-result")).to_be_visible()
+    expect(bea.get_by_test_id("creation-sketch")).to_be_visible()
+    expect(bea.get_by_test_id("creation-parameters")).to_contain_text("local/stylize")
+    bea.go_back()
+    expect(bea.get_by_test_id("status")).to_have_text("connected", timeout=20_000)
 
     assert AXE.exists()
     assert axe_violations(bea) == []

@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.accounts.live import STAFF, STAFF_PASSWORD, create_staff
 from tests.gateway.stack import GatewayStack, start_stack
-from tests.rooms.live import csrf, logged_in, make_users
+from tests.rooms.live import csrf, logged_in, make_room, make_users
 
 MOST = 4
 
@@ -198,3 +198,17 @@ def test_a_timelapse_is_kept_as_an_animation_and_bad_ones_are_named(stack: Gatew
             assert webp.n_frames == 3
         assert "3 frames" in cy.get(url).text
         post(cy, f"{url}delete")
+
+
+def test_a_member_keeps_a_rooms_result_and_a_stranger_may_not_claim_the_room(stack: GatewayStack) -> None:
+    with closing(logged_in(stack, "ada")) as ada, closing(logged_in(stack, "bea")) as bea:
+        slug = make_room(ada)
+        assert kept(bea, room=slug).status_code == 403  # bea never joined it
+        answer = kept(ada, room=slug)
+        assert answer.status_code == 201, answer.text
+        room = stack.query(
+            "__import__('realtime_site.gallery.models', fromlist=['x']).Creation.objects"
+            f".get(public_id={answer.json()['id']!r}).room"
+        )
+        assert room == slug
+        post(ada, f"{answer.json()['url']}delete")
