@@ -12,6 +12,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.pages import logged_in, needs_chromium, pixel, settled_result, stroke
+from tests.browser.test_page_fit_and_access import axe_violations
 from tests.gateway.stack import GatewayStack
 
 pytestmark = needs_chromium
@@ -50,8 +51,10 @@ def test_keep_then_the_gallery_and_remix_restores_everything(browser: Browser, s
     page.goto(f"{stack.http}/gallery/")
     item = page.get_by_test_id("gallery-item").first
     expect(item).to_have_attribute("href", url)
+    assert axe_violations(page) == [], "the gallery's grid"
     item.click()
     expect(page.get_by_test_id("creation-result")).to_be_visible()
+    assert axe_violations(page) == [], "a creation's page"
     expect(page.get_by_test_id("creation-parameters")).to_contain_text("1234")
     sketch = page.get_by_test_id("creation-sketch").get_attribute("src")
 
