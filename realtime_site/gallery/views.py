@@ -27,6 +27,8 @@ APP = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 FILES = {"result", "sketch", "thumbnail"}
 MAX_FRAMES = 90  # a timelapse's pictures (Django takes at most 100 files a request)
 FRAME_MS = (40, 2000)  # how long each picture shows
+TIMELAPSE_MAX_SIDE = 1024  # a timelapse's pictures are results, not posters: this bounds its encoding
+_encoding: set[int] = set()  # users whose timelapse is being made in this process: one at a time each
 
 
 def _refused(field: str, problem: str, status: int = 400) -> JsonResponse:
@@ -79,20 +81,30 @@ async def timelapse(request: HttpRequest) -> JsonResponse:
     def animated(frame_ms: int) -> tuple[Any, bytes]:
         frames = [check_picture(u.read(cap + 1), f"frame {i}", claimed=u.content_type, max_bytes=cap)
                   for i, u in enumerate(uploads)]  # fmt: skip
+        for i, frame in enumerate(frames):
+            if max(frame.width, frame.height) > TIMELAPSE_MAX_SIDE:
+                raise ValidationError(f"frame {i}", f"is {frame.width}x{frame.height}; at most {TIMELAPSE_MAX_SIDE}")
         animation = check_picture(animated_webp(frames, frame_ms), "timelapse", max_bytes=4 * cap)
         return animation, thumbnail(frames[-1])
 
+    user = await request.auser()
+    if user.pk in _encoding:
+        body = {"error": "RATE_LIMITED", "detail": "a timelapse of yours is being made: wait for it"}
+        return JsonResponse(body, status=429)
+    _encoding.add(user.pk)
     try:
         frame_ms = int(_number(request.POST, "frame_ms", *FRAME_MS, whole=True) or 250)
         params = _params(request.POST)
         animation, small = await asyncio.to_thread(animated, frame_ms)
-        creation = await database_sync_to_async(keeping.keep)(await request.auser(), animation, None, params,
-                                                              small=small, kind=Creation.Kind.TIMELAPSE,
-                                                              frames=len(uploads))  # fmt: skip
+        store = database_sync_to_async(keeping.keep)
+        creation = await store(user, animation, None, params, small=small, kind=Creation.Kind.TIMELAPSE,
+                               frames=len(uploads))  # fmt: skip
     except ValidationError as exc:
         return _refused(exc.field, str(exc).split(": ", 1)[-1])
     except keeping.QuotaFull as full:
         return JsonResponse({"error": "QUOTA_EXCEEDED", "detail": str(full)}, status=413)
+    finally:
+        _encoding.discard(user.pk)
     body = {"id": creation.public_id, "url": f"/gallery/{creation.public_id}/", "frames": len(uploads)}
     return JsonResponse(body, status=201)
 

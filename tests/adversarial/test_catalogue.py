@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.adversarial import (
     test_cluster,
     test_frames,
+    test_gallery,
     test_headers,
     test_http,
     test_images,
@@ -24,6 +25,7 @@ MODULES = (
     test_throttling,
     test_cluster,
     test_rooms,
+    test_gallery,
 )
 
 
