@@ -1,10 +1,10 @@
 """Benchmark of the drawing page in a real browser: stroke-to-pixels latency, and no pile-up behind a slow engine.
 
-Run from anywhere: ``python bench/browser.py [--quick]``. It starts a runner (``local/stylize`` and
-``test/slow``, an echo engine that takes 400 ms a frame) and the gateway under daphne (throwaway database
-and user) as subprocesses of this interpreter, logs in with Debian's chromium (playwright), draws with
-``page.mouse`` (a continuous scribble, a move every ~16 ms, the pen lifted and put down again every
-2 s), prints a table, and writes every figure to ``bench/out/browser.json``.
+Run from anywhere: ``python bench/browser.py [--quick] [--keep-only | --no-keep]``. It starts a runner
+(``local/stylize`` and ``test/slow``, an echo engine that takes 400 ms a frame) and the gateway under daphne
+(throwaway database and user) as subprocesses of this interpreter, logs in with Debian's chromium
+(playwright), draws with ``page.mouse`` (a continuous scribble, a move every ~16 ms, the pen lifted and put
+down again every 2 s), prints a table, and writes every figure to ``bench/out/browser.json``.
 
 The latency is the page's own figure (``window.realtimePage.stats``): when the result image was decoded
 minus the timeStamp of the latest pointer event included in the frame it answers. A small init script
@@ -22,12 +22,21 @@ then sends a small x-fal-message after each result, which the page ignores). CPU
    throttle interval). The final frame has no successor to displace it: it may wait for a whole engine
    run first, so its bound (last stroke to its result shown) is 2 x engine + throttle + allowance.
 3. A screenshot at 1280x900 mid-drawing: ``bench/out/page.png``.
+4. Keeping does not slow the frame path: the same scribble with ``local/stylize`` at 256, in blocks without
+   and with a Keep every second (the page's own Keep button, clicked from a timer in the page, so the
+   mouse keeps drawing), alternated in the same run so drift cancels (without / with, with / without,
+   ...: 3 pairs of 10 s blocks, ``--quick`` 2 pairs of 4 s; ``--keep-pairs``, ``--keep-seconds``). The
+   stroke-to-pixels p50 and p95 of each, the ratio of the p50s, the keeps made and answered 201 (every
+   one must be), and the creations stored afterwards (a query of the database). Target: p50 with keeps
+   within 10 % of without (a figure, not a test). ``--keep-only`` runs only this (after the warm-up),
+   ``--no-keep`` all but this.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
@@ -82,9 +91,12 @@ STROKE_SECONDS = 2.0  # the pen is lifted and put down again this often
 WARMUP_SECONDS = 2.0
 FINAL_TIMEOUT_MS = 10_000  # after the last stroke, how long the result of the last frame may take
 IDLE_TIMEOUT_MS = 20_000
+KEEP_EVERY_MS = 1000.0  # a Keep this often while drawing
+KEEP_RATIO_TARGET = 1.10  # p50 with keeps / p50 without
+KEEPS_DONE_TIMEOUT_MS = 30_000
 
-FULL = {"seconds": 15.0}
-QUICK = {"seconds": 4.0}
+FULL = {"seconds": 15.0, "keep_seconds": 10.0, "keep_pairs": 3}
+QUICK = {"seconds": 4.0, "keep_seconds": 4.0, "keep_pairs": 2}
 
 # Before any page script: a WebSocket that asks for the runner's timings (an x-fal-message the page ignores),
 # counts binary sends, and logs each result's arrival (its request_id, the last key of the msgpack map);
@@ -168,6 +180,48 @@ FINAL_SHOWN = """() => {
 }"""
 
 IDLE = "() => window.realtimePage.inFlight.size === 0"
+
+# Keeps: every fetch to /gallery/keep is logged (start, status, time, the creation's id), whoever makes it.
+KEEP_HOOKS = """() => {
+  const bench = window.__bench;
+  if (bench.keepHooked) return;
+  Object.assign(bench, { keepHooked: true, keeps: [], keepClicks: 0, keepSkipped: 0, keepTimer: null });
+  const plain = window.fetch;
+  window.fetch = function (input, init) {
+    const promise = plain.call(this, input, init);
+    const url = input instanceof Request ? input.url : String(input);
+    if (new URL(url, location.href).pathname !== "/gallery/keep") return promise;
+    const entry = { at: performance.now(), status: null, ms: null, id: null, done: false };
+    bench.keeps.push(entry);
+    promise.then(async (response) => {
+      entry.status = response.status;
+      entry.ms = performance.now() - entry.at;
+      const body = await response.clone().json().catch(() => ({}));
+      Object.assign(entry, { id: body.id ?? null, detail: body.detail ?? null, done: true });
+    }, (error) => Object.assign(entry, { status: 0, ms: performance.now() - entry.at, detail: String(error),
+                                         done: true }));
+    return promise;
+  };
+}"""
+
+KEEP_RESET = """() => Object.assign(window.__bench, { keeps: [], keepClicks: 0, keepSkipped: 0 })"""
+
+# A click on the page's Keep button every ``ms`` (a disabled button: a keep still in flight, or no result yet).
+KEEP_START = """(ms) => {
+  const bench = window.__bench, button = document.querySelector("[data-testid=keep-button]");
+  bench.keepTimer = setInterval(() => {
+    bench.keepClicks += 1;
+    if (button.disabled) bench.keepSkipped += 1;
+    else button.click();
+  }, ms);
+}"""
+
+KEEP_STOP = "() => { clearInterval(window.__bench.keepTimer); window.__bench.keepTimer = null; }"
+KEEPS_DONE = "() => window.__bench.keeps.every((k) => k.done)"
+KEEP_COLLECT = """() => {
+  const b = window.__bench;
+  return { clicks: b.keepClicks, skipped: b.keepSkipped, keeps: b.keeps.map((k) => ({ ...k })) };
+}"""
 
 
 # -- subprocesses ------------------------------------------------------------------------------
@@ -289,14 +343,28 @@ def wait_final(page: Page) -> bool:
 
 
 def run_phase(
-    page: Page, app: str, size: int, seconds: float, args: argparse.Namespace, pids: dict[str, int]
+    page: Page,
+    app: str,
+    size: int,
+    seconds: float,
+    args: argparse.Namespace,
+    pids: dict[str, int],
+    *,
+    keep_every_ms: float | None = None,
 ) -> dict[str, Any]:
-    """Draw for ``seconds`` from a blank canvas; the page's figures, tied frame to result."""
+    """Draw for ``seconds`` from a blank canvas; the page's figures, tied frame to result. With
+    ``keep_every_ms``, the page's Keep button is clicked that often while drawing."""
     choose(page, app, size)
     wait_idle(page)
     page.evaluate(RESET)
     cpu_before = cpu_snapshot(pids)
-    drawn = scribble(page, seconds, args.interval_ms / 1000)
+    if keep_every_ms:
+        page.evaluate(KEEP_START, keep_every_ms)
+    try:
+        drawn = scribble(page, seconds, args.interval_ms / 1000)
+    finally:
+        if keep_every_ms:
+            page.evaluate(KEEP_STOP)
     cpu = {k: (v - cpu_before[k]) / drawn["seconds"] * 100 for k, v in cpu_snapshot(pids).items()}
     final_shown = wait_final(page)
     data = page.evaluate(COLLECT)
@@ -355,6 +423,87 @@ def take_screenshot(page: Page, path: Path, interval_s: float) -> None:
     wait_idle(page)
 
 
+def keep_block(page: Page, seconds: float, args: argparse.Namespace, pids: dict[str, int], keeps: bool) -> dict:
+    """One block of the keep comparison: stylize at 256 for ``seconds``, with or without a Keep every
+    second; once drawn, every keep made is waited for (its answer is in the figures)."""
+    page.evaluate(KEEP_RESET)
+    r = run_phase(page, STYLIZE, 256, seconds, args, pids, keep_every_ms=KEEP_EVERY_MS if keeps else None)
+    with contextlib.suppress(PlaywrightTimeout):  # counted below as keeps without an answer
+        page.wait_for_function(KEEPS_DONE, timeout=KEEPS_DONE_TIMEOUT_MS, polling=100)
+    log = page.evaluate(KEEP_COLLECT)
+    made = log["keeps"]
+    r.update(
+        with_keeps=keeps,
+        keep_clicks=log["clicks"],
+        keep_clicks_skipped=log["skipped"],
+        keeps_made=len(made),
+        keeps_201=sum(k["status"] == 201 for k in made),
+        keeps_unanswered=sum(not k["done"] for k in made),
+        keep_ms=stats(keep_times := [k["ms"] for k in made if k["ms"] is not None]),
+        keep_times_ms=keep_times,
+        keep_failures=[{"status": k["status"], "detail": k.get("detail")} for k in made if k["status"] != 201][:10],
+        keep_ids=[k["id"] for k in made if k["status"] == 201],
+    )
+    return r
+
+
+def stored_creations(env: dict[str, str]) -> dict[str, Any]:
+    """What the bench user's gallery holds now, asked of the database (``manage.py shell``)."""
+    query = (
+        "import json; from realtime_site.gallery.models import Creation; "
+        f"mine = Creation.objects.filter(owner__username={USER!r}); "
+        "print(json.dumps({'count': mine.count(), 'ids': list(mine.values_list('public_id', flat=True)), "
+        "'with_sketch': mine.exclude(sketch='').count()}))"
+    )
+    return json.loads(manage(env, "shell", "-c", query, timeout=MANAGE_TIMEOUT).strip().splitlines()[-1])
+
+
+def bench_keeps(page: Page, args: argparse.Namespace, pids: dict[str, int], *, warm: bool) -> dict[str, Any]:
+    """Blocks without and with a Keep every second, alternated; the pooled figures of each. ``warm``:
+    draw for WARMUP_SECONDS first (after the other phases: a fresh connection to stylize)."""
+    page.evaluate(KEEP_HOOKS)
+    if warm:
+        choose(page, STYLIZE, 256)
+        scribble(page, WARMUP_SECONDS, args.interval_ms / 1000)
+    blocks: list[dict[str, Any]] = []
+    for pair in range(args.keep_pairs):
+        for keeps in (False, True) if pair % 2 == 0 else (True, False):
+            blocks.append(keep_block(page, args.keep_seconds, args, pids, keeps))
+    pooled: dict[str, Any] = {}
+    for name, keeps in (("without", False), ("with", True)):
+        mine = [b for b in blocks if b["with_keeps"] == keeps]
+        pooled[name] = {
+            "blocks": len(mine),
+            "seconds": sum(b["seconds"] for b in mine),
+            "frames_sent": sum(b["frames_sent"] for b in mine),
+            "results_shown": sum(b["results_shown"] for b in mine),
+            "latency_ms": stats([v for b in mine for v in b["latencies_ms"]]),
+            "block_p50_ms": [b["latency_ms"]["p50"] for b in mine],
+            "cpu_percent": {k: sum(b["cpu_percent"][k] for b in mine) / len(mine) for k in mine[0]["cpu_percent"]},
+        }
+    with_ = [b for b in blocks if b["with_keeps"]]
+    keeps_made = sum(b["keeps_made"] for b in with_)
+    summary = {
+        "order": ["with" if b["with_keeps"] else "without" for b in blocks],
+        "seconds_per_block": args.keep_seconds,
+        "keep_every_ms": KEEP_EVERY_MS,
+        **pooled,
+        "p50_ratio": pooled["with"]["latency_ms"]["p50"] / pooled["without"]["latency_ms"]["p50"],
+        "ratio_target": KEEP_RATIO_TARGET,
+        "keep_clicks": sum(b["keep_clicks"] for b in with_),
+        "keep_clicks_skipped": sum(b["keep_clicks_skipped"] for b in with_),
+        "keeps_made": keeps_made,
+        "keeps_201": sum(b["keeps_201"] for b in with_),
+        "keeps_unanswered": sum(b["keeps_unanswered"] for b in with_),
+        "keeps_in_blocks_without": sum(b["keeps_made"] for b in blocks if not b["with_keeps"]),
+        "keep_ms": stats([v for b in with_ for v in b["keep_times_ms"]]),
+        "keep_failures": [f for b in with_ for f in b["keep_failures"]][:10],
+        "keep_ids": [i for b in with_ for i in b["keep_ids"]],
+        "blocks": blocks,
+    }
+    return summary
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -410,6 +559,62 @@ def judge_slow(r: dict[str, Any], allowance: float) -> None:
     row("last stroke -> its result, bound", f"{final_bound:g} ms", f"2 x {SLOW_DELAY_MS:g} + ...: {verdict(final_ok)}")
 
 
+def print_keeps(k: dict[str, Any]) -> None:
+    order = " / ".join(k["order"])
+    row("blocks", f"{len(k['order'])} x {k['seconds_per_block']:g} s", order)
+    for name in ("without", "with"):
+        c = k[name]
+        lat = c["latency_ms"]
+        blocks = ", ".join(f"{v:.0f}" for v in c["block_p50_ms"])
+        row(
+            f"{name} keeps: frames sent / results",
+            f"{c['frames_sent']} / {c['results_shown']}",
+            f"{c['seconds']:.0f} s",
+        )
+        row(
+            f"{name} keeps: stroke-to-pixels p50/p95",
+            f"{lat['p50']:.0f} / {lat['p95']:.0f} ms",
+            f"blocks' p50 {blocks}",
+        )
+    cpu = {name: k[name]["cpu_percent"] for name in ("without", "with")}
+    row(
+        "CPU % without / with: daphne",
+        f"{cpu['without']['daphne']:.0f} / {cpu['with']['daphne']:.0f}",
+        f"browser {cpu['without']['browser']:.0f} / {cpu['with']['browser']:.0f}, "
+        f"machine {cpu['without']['machine']:.0f} / {cpu['with']['machine']:.0f}",
+    )
+    ours = ("runner", "daphne", "browser", "bench")
+    others = {name: c["machine"] - sum(c[k] for k in ours) for name, c in cpu.items()}
+    row("CPU % without / with: not this bench", f"{others['without']:.0f} / {others['with']:.0f}",
+        f"of {(os.cpu_count() or 1) * 100}")  # fmt: skip
+    row("p50 ratio with / without", f"{k['p50_ratio']:.3f}")
+    skipped = f"{k['keep_clicks']} clicks, {k['keep_clicks_skipped']} on a disabled button"
+    row("keeps made / answered 201", f"{k['keeps_made']} / {k['keeps_201']}", f"{skipped}; {verdict(k['keeps_ok'])}")
+    for failure in k["keep_failures"][:3]:
+        print(f"    {failure}")
+    row("keep round trip p50 / p95 / max", f"{k['keep_ms']['p50']:.0f} / {k['keep_ms']['p95']:.0f} / "
+        f"{k['keep_ms']['max']:.0f} ms")  # fmt: skip
+    stored = k["stored"]
+    row("creations stored (database)", str(stored["count"]),
+        f"{stored['with_sketch']} with a sketch; the ids answered: {verdict(k['stored_ok'])}")  # fmt: skip
+    row(
+        f"target p50 with <= {k['ratio_target']:.2f} x without",
+        f"{k['with']['latency_ms']['p50']:.0f} vs {k['without']['latency_ms']['p50']:.0f} ms",
+        verdict(k["passed"]),
+    )
+
+
+def judge_keeps(k: dict[str, Any]) -> None:
+    k["keeps_ok"] = bool(
+        k["keeps_made"] > 0
+        and k["keeps_201"] == k["keeps_made"] == k["keep_clicks"]
+        and not k["keeps_unanswered"]
+        and not k["keeps_in_blocks_without"]
+    )
+    k["stored_ok"] = sorted(k["stored"]["ids"]) == sorted(k["keep_ids"])
+    k["passed"] = bool(k["p50_ratio"] <= k["ratio_target"])
+
+
 def print_console(console: list[str]) -> None:
     row("page console errors", str(len(console)))
     for line in console[:5]:
@@ -431,6 +636,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file of all figures")
     parser.add_argument("--screenshot", type=Path, default=DEFAULT_SCREENSHOT, help="PNG of the page mid-drawing")
     parser.add_argument("--no-screenshot", action="store_true")
+    parser.add_argument("--keep-only", action="store_true", help="only the keep comparison (after the warm-up)")
+    parser.add_argument("--no-keep", action="store_true", help="all but the keep comparison")
+    parser.add_argument(
+        "--keep-seconds", type=float, help=f"seconds of drawing per keep block ({FULL['keep_seconds']:g})"
+    )
+    parser.add_argument(
+        "--keep-pairs",
+        type=int,
+        help=f"pairs of keep blocks: without / with, with / without, ... ({FULL['keep_pairs']})",
+    )
     args = parser.parse_args(argv)
     if args.seconds is None:
         args.seconds = (QUICK if args.quick else FULL)["seconds"]
@@ -438,15 +653,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--seconds and --interval-ms must be positive, --allowance-ms not negative")
     if args.stylize_threads is not None and args.stylize_threads < 1:
         parser.error("--stylize-threads must be positive")
+    preset = QUICK if args.quick else FULL
+    if args.keep_seconds is None:
+        args.keep_seconds = preset["keep_seconds"]
+    if args.keep_pairs is None:
+        args.keep_pairs = preset["keep_pairs"]
+    if not (args.keep_seconds > 0 and args.keep_pairs >= 1):
+        parser.error("--keep-seconds and --keep-pairs must be positive")
+    if args.keep_only and args.no_keep:
+        parser.error("--keep-only and --no-keep exclude each other")
     return args
 
 
-def bench_page(browser: Browser, http: str, args: argparse.Namespace, pids: dict[str, int], results: dict) -> None:
+def bench_page(
+    browser: Browser, http: str, args: argparse.Namespace, pids: dict[str, int], results: dict, env: dict[str, str]
+) -> None:
     """Log in, warm up, then the phases; figures into ``results``."""
     console: list[str] = results.setdefault("console_errors", [])
     page = log_in(browser, http, console)
     choose(page, STYLIZE, 256)
     scribble(page, WARMUP_SECONDS, args.interval_ms / 1000)
+    if not args.keep_only:
+        bench_phases(page, args, pids, results)
+    if not args.no_keep:
+        section(f"Keeping does not slow the frame path: {STYLIZE} at 256, a Keep every {KEEP_EVERY_MS / 1000:g} s")
+        results["keep"] = k = bench_keeps(page, args, pids, warm=not args.keep_only)
+        k["stored"] = stored_creations(env)
+        judge_keeps(k)
+        print_keeps(k)
+    page.close()
+
+
+def bench_phases(page: Page, args: argparse.Namespace, pids: dict[str, int], results: dict) -> None:
+    """Stroke-to-pixels at 256 and 512, the screenshot, no pile-up behind test/slow."""
     phases: dict[str, Any] = results.setdefault("phases", {})
     for size in (256, 512):
         section(f"Stroke-to-pixels: {STYLIZE} at {size}")
@@ -461,7 +700,6 @@ def bench_page(browser: Browser, http: str, args: argparse.Namespace, pids: dict
     phases["slow_256"] = r = run_phase(page, SLOW, 256, args.seconds, args, pids)
     print_phase(r)
     judge_slow(r, args.allowance_ms)
-    page.close()
 
 
 def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -494,7 +732,7 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
                             results["machine"]["chromium"] = browser.version
                             row("chromium", browser.version)
                             pids = {"runner": runner.proc.pid, "daphne": gateway.proc.pid}
-                            bench_page(browser, http, args, pids, results)
+                            bench_page(browser, http, args, pids, results, env)
                         finally:
                             browser.close()
         finally:
