@@ -182,7 +182,7 @@ ui.keep.addEventListener("click", async () => {
     ui.kept.replaceChildren("Kept: ", Object.assign(document.createElement("a"), { href: url, textContent: "open it" }));
     ui.kept.hidden = false;
   } catch (error) {
-    showError(error);
+    tell(error);
   } finally {
     ui.keep.disabled = false;
   }
@@ -201,7 +201,7 @@ async function stopRecording() {
   ui.record.setAttribute("aria-pressed", "false");
   ui.record.textContent = "Record";
   if (frames.length < 2) {
-    showError(new Error("A timelapse needs at least two results: draw while recording."));
+    tell(new Error("A timelapse needs at least two results: draw while recording."));
     return;
   }
   const params = moments.latest()?.params ?? { app: ui.app.value, prompt: ui.prompt.value };
@@ -212,7 +212,7 @@ async function stopRecording() {
     ui.kept.hidden = false;
     ui.kept.dataset.frames = String(frames.length);
   } catch (error) {
-    showError(error);
+    tell(error);
   }
 }
 
@@ -221,7 +221,7 @@ async function remixFromUrl() {
   if (!id || !/^[A-Za-z0-9_-]+$/.test(id)) return;
   const response = await fetch(`/gallery/${id}/remix`, { credentials: "same-origin" });
   if (!response.ok) {
-    showError(new Error("That creation is not there to remix."));
+    tell(new Error("That creation is not there to remix."));
     return;
   }
   const { parameters, sketch } = await response.json();
@@ -246,6 +246,12 @@ async function showStep(/** @type {any} */ preview) {
   ui.placeholder.hidden = true;
   ui.step.textContent = `step ${preview.step} of ${preview.steps}`;
   ui.step.hidden = false;
+}
+
+/** A problem outside the frame path (a keep, a timelapse): told, and nothing in flight is touched. */
+function tell(/** @type {any} */ error) {
+  ui.error.textContent = error?.message || String(error);
+  ui.error.hidden = false;
 }
 
 function showError(/** @type {any} */ error) {
