@@ -7,9 +7,11 @@ import io
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +141,17 @@ def encode(img: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:
     out = io.BytesIO()
     img.save(out, fmt, **options)
     return out.getvalue()
+
+
+def header_only_png(side: int) -> bytes:
+    """A PNG that says it is ``side`` pixels square: a header and no pixels (a decompression bomb's
+    shape, refused before decoding)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,11 @@
 import { connect, throttle } from "../realtime.js";
 import { DrawingCanvas } from "./canvas.js";
 import { AppControls } from "./app_controls.js";
+import { addSwatches } from "./palette.js";
 import { RollingStats } from "./stats.js";
 import { Recorder, SessionHistory, keep, keepTimelapse } from "./session.js";
 
 const THROTTLE_MS = 128;
-const PALETTE = ["#111111", "#1e2a78", "#2f80ed", "#27ae60", "#f2c94c", "#f2994a", "#eb5757", "#ffffff"];
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 
 const studio = $("studio");
@@ -331,16 +331,7 @@ async function toggleWebcam() {
 // -- controls -------------------------------------------------------------------------------------
 
 const palette = $("palette");
-for (const color of PALETTE) {
-  const swatch = document.createElement("button");
-  swatch.type = "button";
-  swatch.className = "swatch";
-  swatch.style.background = color;
-  swatch.title = color;
-  swatch.setAttribute("aria-label", `colour ${color}`);
-  swatch.addEventListener("click", () => setColor(color));
-  palette.append(swatch);
-}
+addSwatches(palette, setColor);
 
 function setColor(/** @type {string} */ color) {
   drawing.color = color;

@@ -7,12 +7,12 @@
 // everyone. Results are the room's, the same for all.
 
 import { decode, encode } from "@msgpack/msgpack";
+import { addSwatches } from "../draw/palette.js";
 import { RoomCanvas, SIZE } from "./room_canvas.js";
 
 const FLUSH_MS = 30;
 const CURSOR_MS = 60;
 const PARAM_DEBOUNCE_MS = 150;
-const PALETTE = ["#111111", "#1e2a78", "#2f80ed", "#27ae60", "#f2c94c", "#f2994a", "#eb5757", "#ffffff"];
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 
 const studio = $("studio");
@@ -289,17 +289,10 @@ async function showResult(/** @type {any} */ result) {
 
 // -- tools -----------------------------------------------------------------------------------------
 
-const palette = $("palette");
-for (const color of PALETTE) {
-  const swatch = document.createElement("button");
-  swatch.type = "button";
-  swatch.className = "swatch";
-  swatch.style.background = color;
-  swatch.title = color;
-  swatch.setAttribute("aria-label", `colour ${color}`);
-  swatch.addEventListener("click", () => { ui.color.value = color; setEraser(false); });
-  palette.append(swatch);
-}
+addSwatches($("palette"), (color) => {
+  ui.color.value = color;
+  setEraser(false);
+});
 function setEraser(/** @type {boolean} */ on) {
   erasing = on;
   ui.eraser.setAttribute("aria-pressed", String(on));

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -19,11 +18,10 @@ from django.views.decorators.http import require_GET, require_POST
 from realtime_site.gallery import keeping
 from realtime_site.gallery.models import Creation
 from realtime_site.gallery.pictures import animated_webp, check_picture, thumbnail
-from realtime_site.protocol import ValidationError
+from realtime_site.protocol import ValidationError, is_app_id
 
 __all__ = ["creation_file", "creation_page", "delete", "gallery", "keep", "remix", "share", "timelapse"]
 
-APP = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 FILES = {"result", "sketch", "thumbnail"}
 MAX_FRAMES = 90  # a timelapse's pictures (Django takes at most 100 files a request)
 FRAME_MS = (40, 2000)  # how long each picture shows
@@ -118,7 +116,7 @@ def _member_of(slug: str, user: Any) -> bool:
 
 def _params(form: Any) -> dict[str, Any]:
     app = form.get("app", "")
-    if not APP.match(app):
+    if not is_app_id(app):
         raise ValidationError("app", "name the app as owner/alias")
     prompt = form.get("prompt", "")
     if len(prompt) > 2000:

@@ -37,6 +37,7 @@ __all__ = [
     "admit_with_limits",
     "app_path_of",
     "has_credentials",
+    "header",
     "origin_allowed",
     "revoked_since",
     "session_query",
@@ -76,10 +77,11 @@ def session_query(scope: dict[str, Any]) -> SessionQuery:
 
 def has_credentials(scope: dict[str, Any]) -> bool:
     """A token or a key is present (then the session is not even looked up)."""
-    return b"fal_jwt_token=" in scope.get("query_string", b"") or _header(scope, b"authorization") is not None
+    return b"fal_jwt_token=" in scope.get("query_string", b"") or header(scope, b"authorization") is not None
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def header(scope: dict[str, Any], name: bytes) -> str | None:
+    """A request header of an ASGI scope, decoded as latin-1; None when absent."""
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin-1")
@@ -100,7 +102,7 @@ def origin_allowed(origin: str | None, scope: dict[str, Any] | None = None) -> b
         return False
     if settings.REALTIME_ALLOWED_ORIGINS:
         return normal in {_normal_origin(o) for o in settings.REALTIME_ALLOWED_ORIGINS}
-    host = _header(scope or {}, b"host")
+    host = header(scope or {}, b"host")
     if not host:
         return False
     domain, _ = split_domain_port(host)
@@ -118,8 +120,8 @@ def _is_secure(scope: dict[str, Any]) -> bool:
     if not proxy:
         return False
     name, value = proxy
-    header = name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
-    given = _header(scope, header)
+    wanted = name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
+    given = header(scope, wanted)
     return given is not None and given.split(",")[0].strip() == value
 
 
@@ -155,7 +157,7 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None, path: Ap
     query = session_query(scope)
     common = {"app_id": app_id, "sub_path": path.sub_path, "session": query}
     token = query.fal_jwt_token
-    authorization = _header(scope, b"authorization")
+    authorization = header(scope, b"authorization")
     address = str((scope.get("client") or ("",))[0])  # the proxy's client with daphne's --proxy-headers
     if token is not None or authorization is not None:
         wait = failures.blocked(address)
@@ -179,7 +181,7 @@ def admit(scope: dict[str, Any], session_user: AbstractBaseUser | None, path: Ap
             raise _forbidden(f"not allowed to use app {app_id!r}")
         return Admission(key.user, auth_method=AuthMethod.API_KEY, api_key_id=key.pk, key_id=key.key_id, **common)
     if session_user is not None:
-        origin = _header(scope, b"origin")
+        origin = header(scope, b"origin")
         if not origin_allowed(origin, scope):
             raise _forbidden(f"a session may only connect from this site's pages, not from origin {origin!r}")
         if not app_allowed(session_user, alias):

@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from realtime_site.gateway.admission import has_credentials
+from realtime_site.gateway.admission import has_credentials, header
 from realtime_site.gateway.cors import cors_headers
 from realtime_site.gateway.http_apps import CallAnswer, CallRequest, answer
 
@@ -45,7 +45,7 @@ class AppCalls:
             return
         answered = await answer(CallRequest(scope, "POST", body), owner, alias, mode)
         answered.headers.update(SECURITY_HEADERS)
-        answered.headers.update(cors_headers(_header(scope, b"origin")))
+        answered.headers.update(cors_headers(header(scope, b"origin")))
         await _send(answered, receive, send)
 
 
@@ -56,18 +56,11 @@ def _ours(scope: Scope) -> tuple[str, str, str] | None:
     match = ROUTE.match(scope.get("path", ""))
     if match is None:
         return None
-    host = _header(scope, b"host") or ""
+    host = header(scope, b"host") or ""
     domain, _ = split_domain_port(host)
     if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
         return None
     return match[1], match[2], "stream" if match[3] else "run"
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
 
 
 async def _read_body(receive: Any) -> bytes | None:

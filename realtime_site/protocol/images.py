@@ -137,11 +137,12 @@ def _parse_image(frame: dict[str, Any], encoding: Encoding) -> bytes:
     for name in ("image_url", "image"):
         url = frame.get(name)
         if url is not None:
-            return _data_url(url, name)
+            return data_url_bytes(url, name)
     raise ValidationError("image", "one of image_bytes, image_url and image is required")
 
 
-def _data_url(url: object, name: str) -> bytes:
+def data_url_bytes(url: object, name: str) -> bytes:
+    """The picture in a ``data:image/...;base64,`` URL, or ``ValidationError`` naming ``name``."""
     if not isinstance(url, str):
         raise ValidationError(name, f"must be a string, got {type(url).__name__}")
     match = _DATA_URL.match(url)

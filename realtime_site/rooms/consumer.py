@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime_site.gateway import lifecycle
-from realtime_site.gateway.admission import origin_allowed
+from realtime_site.gateway.admission import header, origin_allowed
 from realtime_site.gateway.backpressure import ResultOutbox
 from realtime_site.gateway.connect_rate import connect_rate
 from realtime_site.gateway.groups import user_group
@@ -84,7 +84,7 @@ class RoomConsumer(StaffReachableConsumer):
         refused = connect_rate().refusal(str((self.scope.get("client") or ("",))[0]))
         if refused is not None:  # before any database work, as for realtime connections
             raise refused
-        if not origin_allowed(_header(self.scope, b"origin"), self.scope):
+        if not origin_allowed(header(self.scope, b"origin"), self.scope):
             raise Refusal(ErrorCode.FORBIDDEN, "rooms may only be joined from this site's pages", CloseCode.FORBIDDEN)
         self.user = await get_user(self.scope)
         if not self.user.is_authenticated:
@@ -271,10 +271,3 @@ def _wire(op: Down | Move | Up | Fill | Simple | Params) -> dict[str, Any]:
     if isinstance(op, Params):
         return {"t": "params", "values": asdict(op)["values"]}
     return {"t": op.kind}
-
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None

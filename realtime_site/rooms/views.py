@@ -3,9 +3,6 @@ actions on it (docs/rooms.md, "What a user does")."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
-from realtime_site.protocol import Refusal, ValidationError
+from realtime_site.protocol import Refusal, ValidationError, data_url_bytes, is_app_id
 from realtime_site.rooms import membership
 from realtime_site.rooms.driver import DEFAULT_PARAMS
 from realtime_site.rooms.models import Room, RoomMember
@@ -23,9 +20,7 @@ from realtime_site.rooms.raster import RoomCanvas, decode_base
 
 __all__ = ["create", "manage", "room_page"]
 
-DATA_URL = re.compile(r"^data:image/(png|jpeg|webp);base64,")
 MAX_PICTURE_BYTES = 4 * 1024 * 1024
-APP = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
 @login_required
@@ -33,7 +28,7 @@ APP = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 def create(request: HttpRequest) -> HttpResponse:
     """A room from the drawing page's form: its app, its parameters and its drawing (a data URL)."""
     app = request.POST.get("app", "")
-    if not APP.match(app):
+    if not is_app_id(app):
         return _bad("app: name the room's app as owner/alias")
     most = settings.REALTIME_MAX_OPEN_ROOMS
     if Room.objects.filter(owner=request.user, closed_at__isnull=True).count() >= most:
@@ -68,13 +63,7 @@ def _params(form: Any) -> dict[str, Any]:
 def _canvas(picture: str) -> RoomCanvas:
     if not picture:
         return RoomCanvas()
-    match = DATA_URL.match(picture)
-    if not match:
-        raise ValidationError("picture", "must be a data:image/(png|jpeg|webp);base64, URL")
-    try:
-        data = base64.b64decode(picture[match.end() :], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValidationError("picture", "is not valid base64") from None
+    data = data_url_bytes(picture, "picture")
     if len(data) > MAX_PICTURE_BYTES:
         raise ValidationError("picture", f"is over {MAX_PICTURE_BYTES} bytes")
     try:

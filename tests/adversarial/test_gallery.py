@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
-import zlib
 
 import httpx
 import pytest
@@ -18,6 +16,7 @@ from PIL import Image
 from tests.adversarial.attacks import Attack, http, response_outcome
 from tests.adversarial.harness import Case, Expect, Harness, Outcome
 from tests.adversarial.test_rooms import form_post
+from tests.conftest import header_only_png
 
 GALLERY = "__import__('realtime_site.gallery.models', fromlist=['Creation'])"
 TOKEN = "adversarialcsrftoken0123456789ab"
@@ -28,14 +27,6 @@ def picture(kind: str = "JPEG", side: int = 64, color: str = "#336699") -> bytes
     out = io.BytesIO()
     Image.new("RGB", (side, side), color).save(out, kind)
     return out.getvalue()
-
-
-def header_only_png(side: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 def upload(path: str, files: list[tuple[str, tuple[str, bytes, str]]], user: str = "attacker", **fields: str) -> Attack:

@@ -13,9 +13,7 @@ import contextlib
 import json
 import random
 import socket
-import struct
 import time
-import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.adversarial.attacks import Attack, http
 from tests.adversarial.harness import RSS_SLACK, Case, Expect, Harness, Outcome, rss
+from tests.conftest import header_only_png
 
 ROOMS = "__import__('realtime_site.rooms.models', fromlist=['Room'])"
 RATE = Expect(error="RATE_LIMITED", reason="a second", admitted=range(0, 2))
@@ -183,13 +182,7 @@ async def closed_by_another(h: Harness) -> Outcome:
 
 def bomb_png(side: int = 20_000) -> str:
     """A PNG that says it is ``side`` pixels square (a header, no pixels): refused before decoding."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+    return "data:image/png;base64," + base64.b64encode(header_only_png(side)).decode()
 
 
 DEEP = b"\x91" * 5000 + b"\xc0"

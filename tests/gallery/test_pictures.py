@@ -4,14 +4,13 @@ claims, bytes, pixels, a whole decode); thumbnails and timelapses. Pure: Pillow 
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image
 
 from realtime_site.gallery.pictures import MAX_SIDE, THUMBNAIL_SIDE, animated_webp, check_picture, thumbnail
 from realtime_site.protocol import ValidationError
+from tests.conftest import header_only_png
 
 CAP = 2**20
 
@@ -20,14 +19,6 @@ def encoded(kind: str, size: tuple[int, int] = (64, 48), color: str = "#336699")
     out = io.BytesIO()
     Image.new("RGB", size, color).save(out, kind)
     return out.getvalue()
-
-
-def header_only_png(side: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(
