@@ -84,6 +84,8 @@ class RoomDriver:
         self.params.update(room.params or {})
         self.canvas = RoomCanvas.of_state(room.base, room.background, room.ops or [])
         self._base_saved = self.canvas.base_version
+        self.trigger = room.owner_id  # the canvas as it stands is painted at once, on the owner's account
+        self.changed.set()
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(self.group, self.channel)
         log.info("room %s: driving it (app %s, version %d)", self.slug, self.app, self.version)

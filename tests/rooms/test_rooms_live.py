@@ -345,3 +345,17 @@ def test_bad_room_forms_are_named_and_one_owns_only_so_many_open_rooms(stack: Ga
     assert over.status_code == 429 and "close one first" in over.text
     assert manage(dan, made[0], action="close").json() == {"ok": True}
     assert make_room(dan) not in made
+
+
+def test_a_new_room_paints_its_drawing_before_any_stroke(stack: GatewayStack, people: People) -> None:
+    (ada,) = people("ada")
+    slug = make_room(ada)
+
+    async def scenario() -> None:
+        a = await join(stack, ada, slug)
+        state = await a.next("state")
+        result = await a.next("result")  # nobody drew yet: the shared drawing itself is painted
+        assert result["request_id"] == state["version"] == 0
+        await a.ws.close()
+
+    run(scenario())
