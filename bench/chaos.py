@@ -68,6 +68,7 @@ import httpx
 import msgpack
 import numpy as np
 import psutil
+from backing import DATABASE_URL, REDIS_URL, backing_versions, fresh_database
 from common import (
     MAX_SIZE,
     ROOT,
@@ -101,7 +102,7 @@ from gateway import (
     gateway_env,
     versions,
 )
-from load import DATABASE_URL, REDIS_URL, backing_versions, fresh_database, runner_child
+from load import runner_child
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus

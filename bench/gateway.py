@@ -44,6 +44,7 @@ import msgpack
 import numpy as np
 import psutil
 import websockets
+from backing import DATABASE_URL, REDIS_URL, fresh_database
 from common import (
     JPEG_SIDE,
     LISTENING,
@@ -64,6 +65,7 @@ from common import (
     machine,
     manage,
     noisy_jpeg,
+    noisy_jpeg_near,
     pack,
     print_machine,
     print_servers,
@@ -77,6 +79,7 @@ from common import (
     verdict,
     wait_http_ok,
 )
+from first_result import Route, gateway_routes, measure_first_results, mint_token, session_cookie
 from websockets.asyncio.client import ClientConnection as AsyncConnection
 from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed
@@ -109,7 +112,15 @@ THROUGHPUT_WARMUP_SECONDS = 1.0  # one discarded block per gateway first (the se
 RECV_TIMEOUT = 30.0  # a throughput session gives up when an answer takes longer
 RATIO_TARGET = 0.95  # results per second with usage recording on, over those with it off
 
+LARGE_FRAME_BYTES = 118_000  # the larger of the two JPEGs of section 4 (the other is the 83 KB one)
+RELAY_CONNECTIONS = 8
+RELAY_CPU_TARGET = 1.2  # gateway CPU per frame over a bare websockets relay's
+FIRST_RESULT_TARGET_MS = 3.0  # upgrade to first result, p50 above the runner alone's
+
 FULL = {
+    "relay_blocks": 6,
+    "relay_seconds": 4.0,
+    "first_result_rounds": 200,
     "round_trips": 2000,
     "load_seconds": 20.0,
     "sessions": "25,50,100,150,200",
@@ -117,6 +128,9 @@ FULL = {
     "throughput_seconds": 3.0,
 }
 QUICK = {
+    "relay_blocks": 2,
+    "relay_seconds": 2.0,
+    "first_result_rounds": 30,
     "round_trips": 200,
     "load_seconds": 5.0,
     "sessions": "10,25",
@@ -387,7 +401,7 @@ async def load_worker(url: str, count: int, seconds: float) -> dict[str, Any]:
 def worker_main(args: argparse.Namespace) -> int:
     if args.throughput_worker:
         url, count, seconds = args.throughput_worker
-        result = asyncio.run(throughput_worker(url, int(count), float(seconds)))
+        result = asyncio.run(throughput_worker(url, int(count), float(seconds), args.frames))
     else:
         result = asyncio.run(load_worker(args.load_worker, args.worker_sessions, args.load_seconds))
     print("result " + json.dumps(json_safe(result)), flush=True)
@@ -525,10 +539,12 @@ class Saturating:
     closed: str | None = None
 
 
-async def saturate(s: Saturating, fields: dict[str, Any], image: bytes, end: float) -> None:
-    """Send a frame, wait for its answer, send the next, until ``end`` (the last answer may come after it)."""
+async def saturate(s: Saturating, inputs: list[tuple[dict[str, Any], bytes]], end: float) -> None:
+    """Send a frame, wait for its answer, send the next, until ``end`` (the last answer may come after it).
+    ``inputs``: (fields, image) pairs, taken in turn."""
     while (start := time.perf_counter()) < end:
         rid = s.index * RID_STRIDE + s.sent
+        fields, image = inputs[s.sent % len(inputs)]
         try:
             await s.ws.send(pack({**fields, "request_id": rid}))
             s.sent += 1
@@ -577,12 +593,20 @@ def summarise_throughput(
     }
 
 
-async def throughput_worker(url: str, count: int, seconds: float) -> dict[str, Any]:
+def throughput_inputs(frames: str) -> list[tuple[dict[str, Any], bytes]]:
+    """``sketch``: the small sketch; ``large``: 512x512 JPEGs of about 83 and 118 KB, in turn."""
+    if frames == "sketch":
+        image = sketch_jpeg()
+        return [(request(image, SKETCH_SIDE, "sketch"), image)]
+    images = [noisy_jpeg()[0], noisy_jpeg_near(JPEG_SIDE, LARGE_FRAME_BYTES)[0]]
+    return [(request(image, JPEG_SIDE, "echo"), image) for image in images]
+
+
+async def throughput_worker(url: str, count: int, seconds: float, frames: str) -> dict[str, Any]:
     """Connect ``count`` sessions, say ``ready``, wait for ``go`` on stdin, saturate, say ``done``, close."""
     auth = os.environ.get(AUTH_ENV)
     headers = {"Authorization": auth} if auth else {}
-    image = sketch_jpeg()
-    fields = request(image, SKETCH_SIDE, "sketch")
+    inputs = throughput_inputs(frames)
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     opened = await asyncio.gather(*(open_session(url, headers, gate) for _ in range(count)), return_exceptions=True)
     sessions: list[Saturating] = []
@@ -596,7 +620,7 @@ async def throughput_worker(url: str, count: int, seconds: float) -> dict[str, A
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
     start = time.perf_counter()
-    await asyncio.gather(*(saturate(s, fields, image, start + seconds) for s in sessions))
+    await asyncio.gather(*(saturate(s, inputs, start + seconds) for s in sessions))
     elapsed = time.perf_counter() - start
     print("done", flush=True)
     with contextlib.suppress(TimeoutError):
@@ -608,9 +632,11 @@ async def throughput_worker(url: str, count: int, seconds: float) -> dict[str, A
 # -- 3. usage recording: the driver ------------------------------------------------------------
 
 
-def run_throughput(target: Child, servers: list[Child], count: int, seconds: float, auth: str) -> dict[str, Any]:
+def run_throughput(
+    target: Child, servers: list[Child], count: int, seconds: float, auth: str, frames: str = "sketch"
+) -> dict[str, Any]:
     """One block against ``target``; CPU is taken from ``go`` until every session has stopped sending."""
-    args = ["--throughput-worker", target.url(APP_PATH), str(count), str(seconds)]
+    args = ["--throughput-worker", target.url(APP_PATH), str(count), str(seconds), "--frames", frames]
     return drive("throughput generator", args, servers, auth, "done", seconds + RECV_TIMEOUT + 30)
 
 
@@ -762,6 +788,86 @@ def print_usage_recording(r: dict[str, Any]) -> None:
         print(f"  MISSED: {problem[:300]}", flush=True)
 
 
+# -- 4. relay CPU per frame against a bare websockets relay ------------------------------------
+
+
+def bench_relay_cpu(runner: Child, gateway: Child, bare: Child, auth: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Large frames back-to-back through daphne and through the bare relay, in alternating blocks."""
+    count, blocks, seconds = RELAY_CONNECTIONS, args.relay_blocks, args.relay_seconds
+    section("4. Relay CPU per frame: the gateway against a bare websockets relay")
+    print(f"  ({count} connections, each sending 512x512 JPEGs of 83 and {LARGE_FRAME_BYTES // 1000} KB in turn")
+    print(f"   back-to-back; {blocks} blocks of {seconds:g} s per relay, alternating; CPU per answered frame)")
+    relays = {"gateway": gateway, "bare": bare}
+    servers = [runner, gateway, bare]
+    quiet = [psutil.Process(c.proc.pid) for c in servers]
+    runs: dict[str, list[dict[str, Any]]] = {"gateway": [], "bare": []}
+    for target in relays.values():
+        run_throughput(target, servers, count, THROUGHPUT_WARMUP_SECONDS, auth, "large")
+        settle(quiet)
+    for index in range(blocks):
+        for label in ("gateway", "bare")[:: -1 if index % 2 else 1]:
+            block = run_throughput(relays[label], servers, count, seconds, auth, "large")
+            settle(quiet)
+            runs[label].append(block)
+            cpu = block["cpu"][relays[label].name]["seconds"]
+            per = 1000 * cpu / block["answered"] if block["answered"] else math.nan
+            bad = block["errors"] + block["misrouted"] + block["wrong_image"] + block["closed_early"]
+            print(
+                f"  block {index + 1} {label:<8} {block['answered']:>6} answered, {block['frames_per_s']:>7.1f}/s,"
+                f" {per:.4f} ms CPU per frame, p50 {block['latency_ms']['p50']:.2f} ms, {bad} bad",
+                flush=True,
+            )
+    result: dict[str, Any] = {"connections": count, "blocks_each": blocks, "block_seconds": seconds, "blocks": runs}
+    for label, target in relays.items():
+        answered = sum(b["answered"] for b in runs[label])
+        cpu = sum(b["cpu"][target.name]["seconds"] for b in runs[label])
+        runner_cpu = sum(b["cpu"]["runner"]["seconds"] for b in runs[label])
+        result[label] = {
+            "answered": answered,
+            "cpu_seconds": cpu,
+            "cpu_ms_per_frame": 1000 * cpu / answered if answered else math.nan,
+            "runner_cpu_ms_per_frame": 1000 * runner_cpu / answered if answered else math.nan,
+            "bad": sum(b[k] for b in runs[label] for k in ("errors", "misrouted", "wrong_image", "closed_early")),
+        }
+    ratio = result["gateway"]["cpu_ms_per_frame"] / result["bare"]["cpu_ms_per_frame"]
+    result.update(ratio=ratio, target_ratio=RELAY_CPU_TARGET)
+    result["passed"] = ratio <= RELAY_CPU_TARGET and not result["gateway"]["bad"] and not result["bare"]["bad"]
+    for label in ("gateway", "bare"):
+        r = result[label]
+        note = f"runner {r['runner_cpu_ms_per_frame']:.4f} ms; {r['bad']} bad"
+        row(f"{label}: CPU per frame", f"{r['cpu_ms_per_frame']:.4f} ms", note)
+    row("ratio gateway / bare", f"{ratio:.3f}", f"target <= {RELAY_CPU_TARGET:g}: {verdict(result['passed'])}")
+    return result
+
+
+# -- 5. upgrade to first result ----------------------------------------------------------------
+
+
+def bench_first_result(
+    label: str, runner: Child, gateway: Child, env: dict[str, str], auth: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Token, key and session paths through ``gateway`` against the runner alone."""
+    base_http = f"http://127.0.0.1:{gateway.port}"
+    token = mint_token(base_http, auth)
+    sessionid = session_cookie(env, USER)
+    routes = [
+        Route("runner alone", runner.url(APP_PATH)),
+        *gateway_routes("gateway", f"ws://127.0.0.1:{gateway.port}", base_http, APP_PATH, auth, token, sessionid),
+    ]
+    rounds = args.first_result_rounds
+    section(f"5. Upgrade to first result, {label} ({rounds} rounds, paths in rotating order)")
+    result = measure_first_results(routes, "runner alone", rounds, warmup=max(5, rounds // 10))
+    result["database"] = label
+    for name, s in result["ms"].items():
+        added = result["added_p50_ms"].get(name)
+        note = "" if added is None else f"+{added:.2f} ms: target <= {FIRST_RESULT_TARGET_MS:g}: "
+        note += "" if added is None else verdict(added <= FIRST_RESULT_TARGET_MS)
+        row(f"{name} p50 / p99", f"{s['p50']:.2f} / {s['p99']:.2f} ms", note)
+    result["target_added_p50_ms"] = FIRST_RESULT_TARGET_MS
+    result["passed"] = all(v <= FIRST_RESULT_TARGET_MS for v in result["added_p50_ms"].values())
+    return result
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -779,6 +885,17 @@ def parse_counts(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError("expected positive integers separated by commas")
     return counts
+
+
+SECTIONS = ("round-trip", "load", "recording", "relay", "first-result")
+
+
+def parse_sections(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -800,10 +917,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--throughput-seconds", type=float, help=f"seconds per usage recording block ({FULL['throughput_seconds']:g})"
     )
+    parser.add_argument(
+        "--only",
+        type=parse_sections,
+        default=SECTIONS,
+        help=f"sections to run, separated by commas ({','.join(SECTIONS)})",
+    )
+    parser.add_argument("--relay-blocks", type=int, help=f"section 4 blocks per relay ({FULL['relay_blocks']})")
+    parser.add_argument("--relay-seconds", type=float, help=f"seconds per section 4 block ({FULL['relay_seconds']:g})")
+    parser.add_argument(
+        "--first-result-rounds", type=int, help=f"section 5 rounds per database ({FULL['first_result_rounds']})"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file of all figures")
     parser.add_argument("--load-worker", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--worker-sessions", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--throughput-worker", nargs=3, metavar=("URL", "K", "SECONDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--frames", choices=("sketch", "large"), default="sketch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for key, value in defaults.items():
@@ -835,14 +964,51 @@ def run(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 auth = provision(env)
                 with gateway_child("daphne", env, servers) as gateway:
                     serve(args, results, runner, gateway, auth, jpeg)
-                    # the same gateway but for one setting, up only for section 3
-                    with gateway_child("daphne-off", {**env, "REALTIME_USAGE_RECORDING": "0"}, servers) as off:
-                        print(f"gateway without usage recording (daphne-off) on port {off.port}", flush=True)
-                        results["usage_recording"] = bench_usage_recording(runner, gateway, off, auth, env, args)
+                    if "relay" in args.only:
+                        with bare_relay_child(runner, servers) as bare:
+                            results["relay_cpu"] = bench_relay_cpu(runner, gateway, bare, auth, args)
+                    if "first-result" in args.only:
+                        first = {"sqlite": bench_first_result("SQLite", runner, gateway, env, auth, args)}
+                        results["first_result"] = first
+                        first["postgresql"] = first_result_postgresql(runner, var_dir, servers, args)
+                    if "recording" in args.only:
+                        # the same gateway but for one setting, up only for section 3
+                        with gateway_child("daphne-off", {**env, "REALTIME_USAGE_RECORDING": "0"}, servers) as off:
+                            print(f"gateway without usage recording (daphne-off) on port {off.port}", flush=True)
+                            results["usage_recording"] = bench_usage_recording(runner, gateway, off, auth, env, args)
         finally:
             if runner is not None:
                 servers["runner"] = {"exit_code": runner.exit_code, "log": log_problems(runner.log)}
             print_servers(servers)
+
+
+def first_result_postgresql(
+    runner: Child, var_dir: str, servers: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Section 5 again through a gateway on a fresh PostgreSQL database and the Redis channel layer."""
+    with fresh_database() as database:
+        env = {
+            **gateway_env(var_dir, runner.port),
+            "DATABASE_URL": DATABASE_URL.format(database),
+            "REDIS_URL": REDIS_URL,
+        }
+        auth = provision(env)
+        with gateway_child("daphne-pg", env, servers) as gateway:
+            return bench_first_result("PostgreSQL + Redis", runner, gateway, env, auth, args)
+
+
+@contextlib.contextmanager
+def bare_relay_child(runner: Child, servers: dict[str, Any]) -> Iterator[Child]:
+    """``bench/bare_relay.py`` in front of the runner; always stopped."""
+    relay: Child | None = None
+    args = [str(SCRIPT.parent / "bare_relay.py"), "--upstream", f"ws://127.0.0.1:{runner.port}"]
+    try:
+        with child("bare relay", args, clean_env(AUTH_ENV)) as relay:
+            relay.port = int(expect_line(relay, LISTENING, START_TIMEOUT)[1])
+            yield relay
+    finally:
+        if relay is not None:
+            servers["bare relay"] = {"exit_code": relay.exit_code, "log": log_problems(relay.log)}
 
 
 @contextlib.contextmanager
@@ -865,9 +1031,11 @@ def serve(
 ) -> None:
     """Runner and gateway are up: measure."""
     print(f"runner on port {runner.port}, gateway (daphne) on port {gateway.port}", flush=True)
-    results["round_trip"] = bench_round_trip(runner, gateway, auth, jpeg, args.round_trips, args.blocks)
-    print_round_trip(results["round_trip"])
-    results["load"] = bench_load(runner, gateway, auth, args.sessions, args.load_seconds)
+    if "round-trip" in args.only:
+        results["round_trip"] = bench_round_trip(runner, gateway, auth, jpeg, args.round_trips, args.blocks)
+        print_round_trip(results["round_trip"])
+    if "load" in args.only:
+        results["load"] = bench_load(runner, gateway, auth, args.sessions, args.load_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -875,7 +1043,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load_worker or args.throughput_worker:
         return worker_main(args)
     started = time.perf_counter()
-    workers = ("load_worker", "worker_sessions", "throughput_worker")
+    workers = ("load_worker", "worker_sessions", "throughput_worker", "frames")
     config = {k: v for k, v in vars(args).items() if k not in workers}
     config.update(out=str(args.out), fps=FPS, drain_seconds=DRAIN_SECONDS)
     results: dict[str, Any] = {"machine": machine(versions()), "config": config}

@@ -49,7 +49,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import psutil
-import redis
+from backing import DATABASE_URL, REDIS_URL, backing_versions, fresh_database
 from common import (
     LISTENING,
     ROOT,
@@ -98,9 +98,6 @@ from websockets.exceptions import ConnectionClosed
 
 SCRIPT = Path(__file__).resolve()
 DEFAULT_OUT = ROOT / "bench" / "out" / "load.json"
-REDIS_URL = "redis://127.0.0.1:6379/9"
-PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc"]
-DATABASE_URL = "postgres://postgres@127.0.0.1:5432/{}"
 
 WINDOW_SECONDS = 10.0  # the load generator reports per window
 SAMPLE_SECONDS = 5.0  # RSS, descriptors and CPU of every process
@@ -330,36 +327,6 @@ def worker_main(args: argparse.Namespace) -> int:
 
 
 # -- the cluster -------------------------------------------------------------------------------
-
-
-def psql(sql: str) -> str:
-    done = subprocess.run([*PSQL, sql], env=clean_env(AUTH_ENV), capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise RuntimeError(f"psql {sql!r} failed ({done.returncode}): {done.stderr.strip()[-1000:]}")
-    return done.stdout.strip()
-
-
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database, dropped (connections forced off) at the end."""
-    name = f"bench_load_{os.getpid()}_{int(time.time())}"
-    psql(f"create database {name}")
-    try:
-        yield name
-    finally:
-        try:
-            psql(f"drop database if exists {name} with (force)")
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            print(f"could not drop database {name}: {exc}", flush=True)
-
-
-def backing_versions() -> dict[str, str]:
-    """Redis and PostgreSQL versions; raises when either is not there."""
-    try:
-        redis_version = str(redis.Redis.from_url(REDIS_URL, socket_timeout=5).info("server")["redis_version"])
-    except redis.RedisError as exc:
-        raise RuntimeError(f"Redis at {REDIS_URL} is not answering: {exc}") from exc
-    return {"redis": redis_version, "postgresql": psql("show server_version")}
 
 
 @contextlib.contextmanager
