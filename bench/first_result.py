@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 __all__ = ["Route", "gateway_routes", "measure_first_results", "mint_token", "session_cookie"]
 
 ALIAS = "echo"
-PAUSE_SECONDS = 0.005  # between trials: the gateway finishes the previous close
+PAUSE_SECONDS = 0.02  # between trials: the servers finish the previous connection's close first
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, REALTIME_MAX_FRAME_BYTES)
 # database work: a connect storm from one address costs handshakes only. 0: off.
 REALTIME_CONNECTS_PER_SECOND = float(os.environ.get("REALTIME_CONNECTS_PER_SECOND", "20"))
 REALTIME_CONNECT_BURST = float(os.environ.get("REALTIME_CONNECT_BURST", "60"))
+# A credential admitted from the database is admitted again from memory for this long (the database
+# confirms each such connection behind its first frames; revocations reach every process at once).
+# 0: every connection waits for the database.
+REALTIME_ADMISSION_CACHE_SECONDS = float(os.environ.get("REALTIME_ADMISSION_CACHE_SECONDS", "60"))
+# Runner sessions opened ahead for the apps and options in use, so a new connection need not wait for
+# its upstream handshake. 0: none.
+REALTIME_WARM_UPSTREAMS = int(os.environ.get("REALTIME_WARM_UPSTREAMS", "16"))
 # The gallery (docs/gallery.md): what one user may keep.
 REALTIME_GALLERY_MAX_ITEMS = int(os.environ.get("REALTIME_GALLERY_MAX_ITEMS", "500"))
 REALTIME_GALLERY_MAX_BYTES = int(os.environ.get("REALTIME_GALLERY_MAX_MB", "200")) * 2**20

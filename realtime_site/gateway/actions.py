@@ -16,6 +16,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 
+from realtime_site.gateway.admission_feed import GROUP, forget_message
 from realtime_site.gateway.groups import key_group, token_group, user_group
 from realtime_site.protocol import CloseCode, ErrorCode
 
@@ -25,6 +26,7 @@ __all__ = [
     "close_revoked",
     "close_token_connections",
     "close_user_connections",
+    "forget_everywhere",
 ]
 
 log = logging.getLogger("realtime_site.gateway")
@@ -71,6 +73,11 @@ def close_groups(groups: Iterable[str], error: ErrorCode, reason: str, close_cod
     if layer is None:
         return
     message = {"type": "realtime.kick", "error": error.value, "reason": reason, "close_code": int(close_code)}
+    _deliver(layer, names, message)
+
+
+def _deliver(layer: BaseChannelLayer, names: list[str], message: dict[str, Any]) -> None:
+    """Send ``message`` to the groups ``names`` from this sync or async context; never raises."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -109,4 +116,18 @@ def close_revoked(
 ) -> None:
     """``accounts.revocation.credentials_revoked``: close those credentials' connections (4401)."""
     groups = [user_group(u) for u in users] + [key_group(k) for k in keys] + [token_group(t) for t in tokens]
+    forget_everywhere(users, keys, tokens)
     close_groups(groups, ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
+
+
+def forget_everywhere(users: list[int], keys: list[int], tokens: list[str]) -> None:
+    """Every gateway process forgets these credentials' cached admissions (``admission_feed``)."""
+    if not (users or keys or tokens):
+        return
+    try:
+        layer = get_channel_layer()
+    except Exception as exc:
+        _log_failure([GROUP], exc)
+        return
+    if layer is not None:
+        _deliver(layer, [GROUP], forget_message(list(users), list(keys), list(tokens)))

@@ -29,6 +29,8 @@ from realtime_site.gateway.admission import (
     revoked_since,
     session_query,
 )
+from realtime_site.gateway.admission_cache import admission_cache
+from realtime_site.gateway.admission_feed import admission_feed
 from realtime_site.gateway.backpressure import ResultOutbox
 from realtime_site.gateway.connect_rate import connect_rate
 from realtime_site.gateway.groups import key_group, token_group, user_group
@@ -36,7 +38,8 @@ from realtime_site.gateway.limits import EffectiveLimits, limiter
 from realtime_site.gateway.relay import Kind, RelayAccount, usage_of
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
 from realtime_site.gateway.staff_reach import StaffReachableConsumer
-from realtime_site.protocol import CloseCode, ErrorCode, Refusal, closing_frame_bytes, error_message
+from realtime_site.gateway.warm_upstreams import warm_upstreams
+from realtime_site.protocol import AppPath, CloseCode, ErrorCode, Refusal, closing_frame_bytes, error_message
 from realtime_site.usage import metrics
 from realtime_site.usage.recorder import Usage, recorder
 
@@ -52,6 +55,11 @@ SESSION_END_ERRORS = {
 }
 
 
+# A new connection's check against the database (and the next runner session opened ahead) waits for
+# its first answer, at most this long.
+CONFIRM_AFTER_SECONDS = 0.2
+
+
 class ClientGone(Exception):
     """The client's connection closed while something was being sent to it."""
 
@@ -63,6 +71,7 @@ class RealtimeConsumer(StaffReachableConsumer):
     upstream: ClientConnection | None = None
     runner: RunnerState | None = None
     reader: asyncio.Task[None] | None = None
+    confirmer: asyncio.Task[None] | None = None
     outbox: ResultOutbox | None = None
     closed_with: int | None = None  # the code this side closed with, for the usage record
     closing = False
@@ -129,20 +138,26 @@ class RealtimeConsumer(StaffReachableConsumer):
         refusal = connect_rate().refusal(address)
         if refusal is not None:
             raise refusal
-        app_id, sub_path = app_path_of(self.scope)
+        path = app_path_of(self.scope)
         session_query(self.scope)  # a repeated parameter is refused before the database too
         pool = get_pool()
         await pool.ready()
         try:
-            pool.known_path(app_id, sub_path)
+            pool.known_path(path.app_id, path.sub_path)
         except NoRunner as exc:
             close_code = CloseCode.UNAVAILABLE if exc.code is ErrorCode.RUNNER_UNAVAILABLE else CloseCode.NOT_FOUND
             raise Refusal(exc.code, exc.reason, close_code) from None
-        session_user = None
-        if not has_credentials(self.scope) and "session" in self.scope:
-            user = await get_user(self.scope)
-            session_user = user if user.is_authenticated else None
-        admission, limits = await database_sync_to_async(admit_with_limits)(self.scope, session_user)
+        cache = admission_cache()
+        admission_feed().follow()
+        cached = cache.lookup(self.scope, path)
+        if cached is not None:  # the database confirms it behind the first frames
+            admission, limits = cached
+            metrics.ADMISSIONS.labels("cache").inc()
+        else:
+            admission, limits = await self._admit_from_database()
+            metrics.ADMISSIONS.labels("database").inc()
+            if cache.serving:
+                cache.store(self.scope, path, admission, limits)
         try:
             pool.choose(admission.app_id)
         except NoRunner as exc:
@@ -172,11 +187,61 @@ class RealtimeConsumer(StaffReachableConsumer):
             on_drop=self._result_dropped,
             on_stall=self._client_stalled,
         )
+        self.answered = asyncio.Event()
+        self.confirmer = asyncio.get_running_loop().create_task(self._after_first_answer(path, cached is not None))
+        log.info(
+            "admitted: user=%s app=%s auth=%s%s",
+            admission.user.pk,
+            admission.app_id,
+            admission.auth_method,
+            " (cached)" if cached is not None else "",
+        )
+
+    async def _admit_from_database(self) -> tuple[Admission, EffectiveLimits]:
+        session_user = None
+        if not has_credentials(self.scope) and "session" in self.scope:
+            user = await get_user(self.scope)
+            session_user = user if user.is_authenticated else None
+        return await database_sync_to_async(admit_with_limits)(self.scope, session_user)
+
+    async def _after_first_answer(self, path: AppPath, cached: bool) -> None:
+        """What a new connection does once its first answer is on its way (the client waits for that):
+        the next runner session opened ahead, and the database's confirmation."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.answered.wait(), CONFIRM_AFTER_SECONDS)
+        assert self.admission is not None
+        warm_upstreams().open_ahead(self.admission.app_id, self._upstream_target())  # its own task
+        await self._confirm(path, again=cached)
+
+    async def _confirm(self, path: AppPath, *, again: bool) -> None:
+        """Behind the first frames: join the staff groups, then ask the database whether the credential
+        still holds. ``again``: admitted from the cache, so admission runs again in full (the fresh
+        limits then apply); otherwise only what a revocation during admission changed. A refusal
+        closes the connection as admission would have refused it."""
+        admission = self.admission
+        assert admission is not None
         await self._join_groups(admission)
-        revoked = await database_sync_to_async(revoked_since)(admission)
-        if revoked is not None:  # revoked while this connection was being admitted
-            raise Refusal(ErrorCode.UNAUTHORIZED, revoked, CloseCode.UNAUTHORIZED)
-        log.info("admitted: user=%s app=%s auth=%s", admission.user.pk, admission.app_id, admission.auth_method)
+        try:
+            if again:
+                fresh, limits = await self._admit_from_database()
+                if fresh.user.pk != admission.user.pk:
+                    reason = "the credential now names another user"
+                    raise Refusal(ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
+                self.limits = limits
+                limiter.refresh(admission.user.pk, limits)
+                if admission_cache().serving:
+                    admission_cache().store(self.scope, path, fresh, limits)
+            else:
+                revoked = await database_sync_to_async(revoked_since)(admission)
+                if revoked is not None:  # revoked while this connection was being admitted
+                    raise Refusal(ErrorCode.UNAUTHORIZED, revoked, CloseCode.UNAUTHORIZED)
+        except Refusal as refusal:
+            admission_cache().discard(self.scope, path)
+            log.info("refused on confirmation: %s (%s)", refusal.code.value, refusal.reason)
+            await self._client_error(refusal.code, refusal.reason)
+            await self._close(refusal.close_code, refusal.reason)
+        except Exception as exc:  # the database away: the connection goes on, as open ones do
+            log.warning("could not confirm an admission (%s)", type(exc).__name__)
 
     # -- client -> runner ---------------------------------------------------------------------
 
@@ -210,9 +275,9 @@ class RealtimeConsumer(StaffReachableConsumer):
         """A session on the least-loaded runner with the app; on failure tell the client, return False."""
         assert self.admission is not None and self.usage is not None
         admission = self.admission
-        target = f"{admission.app_id}/{admission.sub_path}?{admission.session.upstream(self.max_buffering)}"
+        target = self._upstream_target()
         try:
-            ws, runner = await get_pool().open_session(
+            ws, runner = await warm_upstreams().open(
                 admission.app_id, target, avoid=self.runner.url if self.runner else None
             )
         except NoRunner as exc:
@@ -222,6 +287,12 @@ class RealtimeConsumer(StaffReachableConsumer):
         self.usage.runner = runner.url
         self.reader = asyncio.get_running_loop().create_task(self._relay_from_runner(ws, runner))
         return True
+
+    def _upstream_target(self) -> str:
+        """The runner session's path and query (``app/path?options``)."""
+        assert self.admission is not None
+        admission = self.admission
+        return f"{admission.app_id}/{admission.sub_path}?{admission.session.upstream(self.max_buffering)}"
 
     async def _relay_from_runner(self, ws: ClientConnection, runner: RunnerState) -> None:
         last_error: str | None = None
@@ -254,6 +325,7 @@ class RealtimeConsumer(StaffReachableConsumer):
         ):
             return None  # the runner's report for the gateway; timings not asked for
         await self._to_client(message, kind)
+        self.answered.set()
         return answer.error_code if kind is Kind.ERROR else None
 
     async def _runner_closed(self, ws: ClientConnection, runner: RunnerState, last_error: str | None) -> None:
@@ -366,6 +438,8 @@ class RealtimeConsumer(StaffReachableConsumer):
                 await asyncio.wait_for(upstream.close(), 2)
         if self.reader is not None:
             self.reader.cancel()
+        if self.confirmer is not None:
+            self.confirmer.cancel()
         if self.outbox is not None:
             self.outbox.close()
         if self.slot_taken and self.admission is not None:

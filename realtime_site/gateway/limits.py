@@ -145,6 +145,13 @@ class UserLimiter(SharedCounts):
             self._ensure_task()
         return None
 
+    def refresh(self, user_id: int, limits: EffectiveLimits) -> None:
+        """Limits read again from the database for a connection already counted (its day's figure)."""
+        state = self._users.get(user_id)
+        if state is not None:
+            state.quota = limits.daily_frame_quota is not None
+            state.roll_day(timezone.localdate(), limits.frames_today)
+
     def disconnect(self, user_id: int) -> None:
         state = self._users.get(user_id)
         if state is None:

@@ -4,7 +4,7 @@ Channels' own loop waits on the client and the layer together, and a layer error
 connection. Here the client's messages come on their own; the layer is followed beside them, and
 while it is away (Redis down) the connection goes on without staff actions, joins its groups again
 when the layer is back, and then asks ``layer_back`` (whether a close sent meanwhile was lost).
-Incoming frames also skip Channels' per-message trip to the database thread.
+Messages also skip Channels' per-message trip to the database thread.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 import logging
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -53,11 +54,15 @@ class StaffReachableConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels would first close stale database connections in the database thread: one thread
-        # hop per frame. Frames never touch the database, so they skip it.
+        # hop per message, the connect's included. These consumers reach the database only through
+        # ``database_sync_to_async``, which does that in the thread itself, so they skip it.
         if message["type"] == "websocket.receive":
             await self.websocket_receive(message)
-        else:
-            await super().dispatch(message)
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def join_staff_groups(self, groups: tuple[str, ...]) -> None:
         """Join ``groups`` now, or once the layer is back."""

@@ -47,17 +47,25 @@ class UpstreamSessions:
     async def lease(self, app_id: str, target: str) -> Lease:
         """An open session at ``target``: an idle one on a healthy runner, else a new one on the
         least-loaded runner (``RunnerPool.open_session``; raises ``NoRunner``)."""
+        lease = await self.take_idle(target)
+        if lease is not None:
+            lease.reused = True
+            return lease
+        ws, runner = await self.pool.open_session(app_id, target)
+        return Lease(ws, runner, target)
+
+    async def take_idle(self, target: str, *, avoid: str | None = None) -> Lease | None:
+        """An idle session at ``target`` that is still good, on a runner other than ``avoid`` (None
+        when there is none: nothing is opened)."""
         now = time.monotonic()
-        for key in [k for k in self._idle if k[1] == target]:
+        for key in [k for k in self._idle if k[1] == target and k[0] != avoid]:
             idle = self._idle[key]
             while idle:
                 lease = idle.pop()  # the most recently used: the warmest
                 if await self._still_good(lease, now):
-                    lease.reused = True
                     return lease
                 await self._retire(lease)
-        ws, runner = await self.pool.open_session(app_id, target)
-        return Lease(ws, runner, target)
+        return None
 
     def give_back(self, lease: Lease) -> None:
         """The request is done and the session answered everything it was sent: keep it."""

@@ -35,6 +35,23 @@ SESSIONS = Counter(
     ["app", "mode"],
     registry=REGISTRY,
 )
+ADMISSIONS = Counter(
+    "realtime_admissions",
+    "Realtime connections admitted, by source: cache (a credential admitted a moment ago; the database"
+    " confirms it behind the first frames) or database",
+    ["source"],
+    registry=REGISTRY,
+)
+UPSTREAM_OPENS = Counter(
+    "realtime_upstream_opens",
+    "Runner sessions realtime connections started on: warm (opened ahead) or cold (opened then)",
+    ["how"],
+    registry=REGISTRY,
+)
+for _source in ("cache", "database"):
+    ADMISSIONS.labels(_source)
+for _how in ("warm", "cold"):
+    UPSTREAM_OPENS.labels(_how)
 ACTIVE = Gauge("realtime_active_connections", "Open realtime connections", ["app"], registry=REGISTRY)
 RUNNER_UP = Gauge("realtime_runner_up", "1 when the runner answers its health check", ["runner"], registry=REGISTRY)
 # The usage recorder's health: what waits for the database, what it could not keep.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgpack
@@ -15,19 +15,26 @@ from realtime_site.accounts.failures import failures
 from realtime_site.accounts.keys import create_api_key
 from realtime_site.asgi import application
 from realtime_site.gateway import runners
+from realtime_site.gateway.admission_cache import reset_admission_cache
+from realtime_site.gateway.admission_feed import admission_feed
 from realtime_site.gateway.connect_rate import reset_connect_rate
 from realtime_site.gateway.limits import limiter
+from realtime_site.gateway.warm_upstreams import warm_upstreams
 from tests.conftest import RunnerProcess, drawing, encode
 
 JPEG = encode(drawing(64, 64))
 
 
 @pytest.fixture
-def pool(shared_runner: RunnerProcess) -> Iterator[runners.RunnerPool]:
-    """A fresh pool (per test) over the shared runner."""
+async def pool(shared_runner: RunnerProcess) -> AsyncIterator[runners.RunnerPool]:
+    """A fresh pool (per test) over the shared runner; what the test's connections left behind on this
+    loop (runner sessions opened ahead, the admission feed) is closed with it."""
     runners._pool = runners.RunnerPool([shared_runner.ws_base], interval=0.5)
     yield runners._pool
+    await warm_upstreams().close_all()
+    await admission_feed().stop()
     runners._pool = None
+    reset_admission_cache()
     limiter._users.clear()
     failures.clear()
     reset_connect_rate()
