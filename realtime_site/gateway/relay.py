@@ -23,6 +23,8 @@ from realtime_site.usage.recorder import GATEWAY_NAME, Usage
 
 __all__ = ["Answer", "Kind", "RelayAccount", "read_answer", "usage_of"]
 
+HEAD_BYTES = 512  # of a msgpack result: enough for every field the runner puts before ``images``
+
 
 class Kind(enum.Enum):
     RESULT = "result"
@@ -72,12 +74,29 @@ def _meta(payload: dict[str, Any]) -> Answer:
 
 
 def _read_msgpack(message: bytes) -> Answer:
+    """The runner puts ``images`` last: the fields before it are read from the message's first
+    ``HEAD_BYTES`` (no copy of the image). A result laid out otherwise is read whole."""
+    if len(message) > HEAD_BYTES:
+        answer = _read_map(memoryview(message)[:HEAD_BYTES], whole=False)
+        if answer is not None:
+            return answer
+    return _read_map(message, whole=True) or Answer(Kind.RESULT)
+
+
+def _read_map(data: bytes | memoryview, *, whole: bool) -> Answer | None:
+    """``timings`` and ``partial`` of a msgpack map; None when ``data`` (not ``whole``) ends before
+    ``images`` or the map's end."""
     seconds, partial = 0.0, False
     unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(message)
+    unpacker.feed(data)
     try:
-        for _ in range(unpacker.read_map_header()):
+        fields = unpacker.read_map_header()
+        for index in range(fields):
             key = unpacker.unpack()
+            if key == "images" and not whole:
+                if index < fields - 1:
+                    return None  # not the last field: read it all
+                break  # the last field, and not needed
             if key == "timings":
                 timings = unpacker.unpack()
                 seconds = _seconds(timings.get("inference") if isinstance(timings, dict) else None)
@@ -85,7 +104,10 @@ def _read_msgpack(message: bytes) -> Answer:
                 partial = unpacker.unpack() is True
             else:
                 unpacker.skip()
-    except (ValueError, msgpack.UnpackException, msgpack.OutOfData):
+    except msgpack.OutOfData:
+        if not whole:
+            return None
+    except (ValueError, msgpack.UnpackException):
         pass
     return Answer(Kind.PREVIEW if partial else Kind.RESULT, seconds)
 

@@ -226,13 +226,10 @@ def result_payload(
         entry["url"] = f"data:{content_type};base64,{base64.b64encode(image).decode('ascii')}"
     else:
         entry["content"] = image
-    payload: dict[str, Any] = {
-        "images": [entry],
-        "seed": seed,
-        "timings": {"inference": round(inference_seconds, 6)},
-    }
+    payload: dict[str, Any] = {"seed": seed, "timings": {"inference": round(inference_seconds, 6)}}
     if step is not None:
         payload.update(partial=True, step=step[0], steps=step[1])
     if request.request_id is not None:
         payload["request_id"] = request.request_id
+    payload["images"] = [entry]  # last: a relay reads the small fields without the image's bytes
     return payload

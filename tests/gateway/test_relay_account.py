@@ -36,6 +36,23 @@ def test_results_are_read_without_decoding_the_image() -> None:
     assert read_answer(result(0.05, step=(1, 4), encoding=Encoding.JSON)).kind is Kind.PREVIEW
 
 
+def test_a_result_is_read_from_its_head_whatever_the_order_of_its_fields() -> None:
+    """The runner puts ``images`` last, so the fields are read from the first bytes; a result laid out
+    otherwise (images first, or small fields longer than the head) is read whole, to the same answer."""
+    import msgpack
+
+    image = [{"content": b"\xff" * 100_000}]
+    assert list(msgpack.unpackb(result()))[-1] == "images"
+    layouts = [
+        {"timings": {"inference": 0.25}, "partial": True, "images": image},
+        {"images": image, "timings": {"inference": 0.25}, "partial": True},
+        {"request_id": "r" * 2000, "timings": {"inference": 0.25}, "partial": True, "images": image},
+    ]
+    for fields in layouts:
+        answer = read_answer(msgpack.packb(fields))
+        assert (answer.kind, answer.inference_seconds) == (Kind.PREVIEW, 0.25), list(fields)
+
+
 @pytest.mark.parametrize(
     "message", [b"\xc1 garbage", b"{ garbage", "[1]", b'{"timings": {"inference": true}, "partial": 1}']
 )
