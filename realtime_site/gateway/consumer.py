@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
-from channels.auth import get_user
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from websockets.asyncio.client import ClientConnection
@@ -23,23 +20,19 @@ from websockets.exceptions import ConnectionClosed
 from realtime_site.gateway import lifecycle
 from realtime_site.gateway.admission import (
     Admission,
-    admit_with_limits,
     app_path_of,
-    has_credentials,
-    revoked_since,
     session_query,
 )
 from realtime_site.gateway.admission_cache import admission_cache
 from realtime_site.gateway.admission_feed import admission_feed
 from realtime_site.gateway.backpressure import ResultOutbox
 from realtime_site.gateway.connect_rate import connect_rate
-from realtime_site.gateway.groups import key_group, token_group, user_group
+from realtime_site.gateway.credential_checks import CredentialChecks
 from realtime_site.gateway.limits import EffectiveLimits, limiter
 from realtime_site.gateway.relay import Kind, RelayAccount, usage_of
 from realtime_site.gateway.runners import NoRunner, RunnerState, get_pool
-from realtime_site.gateway.staff_reach import StaffReachableConsumer
 from realtime_site.gateway.warm_upstreams import warm_upstreams
-from realtime_site.protocol import AppPath, CloseCode, ErrorCode, Refusal, closing_frame_bytes, error_message
+from realtime_site.protocol import CloseCode, ErrorCode, Refusal, closing_frame_bytes, error_message
 from realtime_site.usage import metrics
 from realtime_site.usage.recorder import Usage, recorder
 
@@ -55,16 +48,11 @@ SESSION_END_ERRORS = {
 }
 
 
-# A new connection's check against the database (and the next runner session opened ahead) waits for
-# its first answer, at most this long.
-CONFIRM_AFTER_SECONDS = 0.2
-
-
 class ClientGone(Exception):
     """The client's connection closed while something was being sent to it."""
 
 
-class RealtimeConsumer(StaffReachableConsumer):
+class RealtimeConsumer(CredentialChecks):
     admission: Admission | None = None
     limits: EffectiveLimits | None = None
     usage: Usage | None = None
@@ -82,20 +70,6 @@ class RealtimeConsumer(StaffReachableConsumer):
 
     async def ended(self) -> None:
         await self._finish(CloseCode.GOING_AWAY)
-
-    async def layer_back(self) -> None:
-        """A revocation's close may have been lost while the layer was away: ask again."""
-        admission = self.admission
-        if admission is None or self.closing:
-            return
-        try:
-            revoked = await database_sync_to_async(revoked_since)(admission)
-        except Exception as exc:  # the database away too: the next rejoin or reconnect decides
-            log.warning("could not re-check a credential after the layer came back (%s)", type(exc).__name__)
-            return
-        if revoked is not None:
-            await self._client_error(ErrorCode.UNAUTHORIZED, revoked)
-            await self._close(CloseCode.UNAUTHORIZED, revoked)
 
     # -- connect ------------------------------------------------------------------------------
 
@@ -196,52 +170,6 @@ class RealtimeConsumer(StaffReachableConsumer):
             admission.auth_method,
             " (cached)" if cached is not None else "",
         )
-
-    async def _admit_from_database(self) -> tuple[Admission, EffectiveLimits]:
-        session_user = None
-        if not has_credentials(self.scope) and "session" in self.scope:
-            user = await get_user(self.scope)
-            session_user = user if user.is_authenticated else None
-        return await database_sync_to_async(admit_with_limits)(self.scope, session_user)
-
-    async def _after_first_answer(self, path: AppPath, cached: bool) -> None:
-        """What a new connection does once its first answer is on its way (the client waits for that):
-        the next runner session opened ahead, and the database's confirmation."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.answered.wait(), CONFIRM_AFTER_SECONDS)
-        assert self.admission is not None
-        warm_upstreams().open_ahead(self.admission.app_id, self._upstream_target())  # its own task
-        await self._confirm(path, again=cached)
-
-    async def _confirm(self, path: AppPath, *, again: bool) -> None:
-        """Behind the first frames: join the staff groups, then ask the database whether the credential
-        still holds. ``again``: admitted from the cache, so admission runs again in full (the fresh
-        limits then apply); otherwise only what a revocation during admission changed. A refusal
-        closes the connection as admission would have refused it."""
-        admission = self.admission
-        assert admission is not None
-        await self._join_groups(admission)
-        try:
-            if again:
-                fresh, limits = await self._admit_from_database()
-                if fresh.user.pk != admission.user.pk:
-                    reason = "the credential now names another user"
-                    raise Refusal(ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
-                self.limits = limits
-                limiter.refresh(admission.user.pk, limits)
-                if admission_cache().serving:
-                    admission_cache().store(self.scope, path, fresh, limits)
-            else:
-                revoked = await database_sync_to_async(revoked_since)(admission)
-                if revoked is not None:  # revoked while this connection was being admitted
-                    raise Refusal(ErrorCode.UNAUTHORIZED, revoked, CloseCode.UNAUTHORIZED)
-        except Refusal as refusal:
-            admission_cache().discard(self.scope, path)
-            log.info("refused on confirmation: %s (%s)", refusal.code.value, refusal.reason)
-            await self._client_error(refusal.code, refusal.reason)
-            await self._close(refusal.close_code, refusal.reason)
-        except Exception as exc:  # the database away: the connection goes on, as open ones do
-            log.warning("could not confirm an admission (%s)", type(exc).__name__)
 
     # -- client -> runner ---------------------------------------------------------------------
 
@@ -397,24 +325,6 @@ class RealtimeConsumer(StaffReachableConsumer):
             self.account.error(code.value)
         with contextlib.suppress(Exception):
             await self._to_client(error_message(code, reason))
-
-    # -- staff actions, from any gateway process through the channel layer ----------------------
-
-    async def _join_groups(self, admission: Admission) -> None:
-        """Groups by which staff reach this connection: its user, and its key or token."""
-        groups = [user_group(admission.user.pk)]
-        if admission.api_key_id is not None:
-            groups.append(key_group(admission.api_key_id))
-        if admission.token_id is not None:
-            groups.append(token_group(admission.token_id))
-        await self.join_staff_groups(tuple(groups))
-
-    async def realtime_kick(self, event: dict[str, Any]) -> None:
-        """Close this connection now, telling the client why (admin disconnect or revocation)."""
-        code = ErrorCode(event.get("error", ErrorCode.FORBIDDEN.value))
-        reason = str(event.get("reason", "closed by an administrator"))
-        await self._client_error(code, reason)
-        await self._close(int(event.get("close_code", CloseCode.FORBIDDEN)), reason)
 
     async def disconnect(self, code: int) -> None:
         await self._finish(code)
