@@ -81,11 +81,12 @@ class AdmissionCache:
         if credential is None:
             return None
         kind, value = credential
-        entry = self._entries.get(_digest(kind, value, path.alias))
+        key = _digest(kind, value, path.alias)
+        entry = self._entries.get(key)
         if entry is None:
             return None
         if entry.expires <= self.clock():
-            self._entries.pop(_digest(kind, value, path.alias), None)
+            del self._entries[key]
             return None
         if kind == AuthMethod.SESSION.value and not origin_allowed(header(scope, b"origin"), scope):
             return None  # the database path refuses it, and says why

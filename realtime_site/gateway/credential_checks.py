@@ -37,16 +37,8 @@ class CredentialChecks(StaffReachableConsumer):
     admission: Admission | None = None
     limits: EffectiveLimits | None = None
     closing = False
-    answered: asyncio.Event
-
-    async def _client_error(self, code: ErrorCode, reason: str) -> None:
-        raise NotImplementedError
-
-    async def _close(self, code: int, reason: str) -> None:
-        raise NotImplementedError
-
-    def _upstream_target(self) -> str:
-        raise NotImplementedError
+    answered: asyncio.Event  # set by the consumer at its first answer
+    # The consumer provides _client_error, _close and _upstream_target.
 
     async def layer_back(self) -> None:
         """A revocation's close may have been lost while the layer was away: ask again."""

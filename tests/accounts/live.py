@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import jwt
@@ -14,7 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import drawing, encode
-from tests.gateway.stack import GatewayStack
+from tests.gateway.stack import GatewayStack, another_gateway, start_stack
 from tests.runner.wsclient import open_ws, pack, recv, recv_result
 
 JPEG = encode(drawing(64, 64))
@@ -128,3 +129,30 @@ async def refused(stack: GatewayStack, query: str = "", headers: dict | None = N
     """Connect and expect the refusal (UNAUTHORIZED, 4401); returns its reason."""
     ws = await open_ws(f"{stack.ws}/local/echo/realtime{query}", additional_headers=headers or {})
     return await closed_with(ws, "UNAUTHORIZED", 4401)
+
+
+@contextmanager
+def two_gateways(tmp: Path, redis_url: str, victim: str) -> Iterator[tuple[GatewayStack, GatewayStack]]:
+    """Two daphne processes on one database, runner (``local/echo``) and Redis, with a staff user and
+    ``victim``'s key (``a.victim_key``) for the session that must keep being served."""
+    a = start_stack(tmp, [["--apps", "local/echo"]], {"REDIS_URL": redis_url})
+    try:
+        b = another_gateway(a)
+    except Exception:
+        a.close()
+        raise
+    try:
+        create_staff(a)
+        _, a.victim_key = new_user(a, victim)  # type: ignore[attr-defined]
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
+async def victim_session(a: GatewayStack) -> AsyncIterator[ClientConnection]:
+    """Another user's live session on ``a`` (a fixture's body): served before and after the test."""
+    ws = await connected(a, headers=with_key(a.victim_key))
+    yield ws
+    await round_trip(ws, "still served")
+    await ws.close()

@@ -17,46 +17,32 @@ from tests.accounts.live import (
     admin_delete,
     closed_with,
     connected,
-    create_staff,
     jti_of,
     key_pk,
     new_user,
     refused,
-    round_trip,
     shell,
     token_from,
+    two_gateways,
+    victim_session,
     with_key,
 )
-from tests.gateway.stack import GatewayStack, another_gateway, start_stack
+from tests.gateway.stack import GatewayStack
 
 REDIS_URL = "redis://127.0.0.1:6379/11"  # a database of its own: group names repeat across test stacks
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayStack, GatewayStack]]:
-    a = start_stack(tmp_path_factory.mktemp("revocation"), [["--apps", "local/echo"]], {"REDIS_URL": REDIS_URL})
-    try:
-        b = another_gateway(a)
-    except Exception:
-        a.close()
-        raise
-    try:
-        create_staff(a)
-        _, a.victim_key = new_user(a, "eve")  # type: ignore[attr-defined]
-        yield a, b
-    finally:
-        b.close()
-        a.close()
+    with two_gateways(tmp_path_factory.mktemp("revocation"), REDIS_URL, "eve") as stacks:
+        yield stacks
 
 
 @pytest.fixture
 async def victim(cluster) -> AsyncIterator[ClientConnection]:
     """Another user's live session on gateway a: it must keep working through every test."""
-    a, _ = cluster
-    ws = await connected(a, headers=with_key(a.victim_key))
-    yield ws
-    await round_trip(ws, "still served")
-    await ws.close()
+    async for ws in victim_session(cluster[0]):
+        yield ws
 
 
 async def test_revoking_a_key_in_the_admin_closes_its_tokens_connections_and_refuses_its_tokens(

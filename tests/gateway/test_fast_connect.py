@@ -21,16 +21,17 @@ from tests.accounts.live import (
     JPEG,
     closed_with,
     connected,
-    create_staff,
     jti_of,
     new_user,
     round_trip,
     shell,
     staff_client,
     token_from,
+    two_gateways,
+    victim_session,
     with_key,
 )
-from tests.gateway.stack import GatewayStack, another_gateway, start_stack
+from tests.gateway.stack import GatewayStack
 from tests.runner.wsclient import open_ws, pack, recv
 
 REDIS_URL = "redis://127.0.0.1:6379/10"  # a database of its own: group names repeat across test stacks
@@ -38,28 +39,15 @@ REDIS_URL = "redis://127.0.0.1:6379/10"  # a database of its own: group names re
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayStack, GatewayStack]]:
-    a = start_stack(tmp_path_factory.mktemp("fast-connect"), [["--apps", "local/echo"]], {"REDIS_URL": REDIS_URL})
-    try:
-        b = another_gateway(a)
-    except Exception:
-        a.close()
-        raise
-    try:
-        create_staff(a)
-        _, a.victim_key = new_user(a, "vic")  # type: ignore[attr-defined]
-        yield a, b
-    finally:
-        b.close()
-        a.close()
+    with two_gateways(tmp_path_factory.mktemp("fast-connect"), REDIS_URL, "vic") as stacks:
+        yield stacks
 
 
 @pytest.fixture
 async def victim(cluster) -> AsyncIterator[ClientConnection]:
-    a, _ = cluster
-    ws = await connected(a, headers=with_key(a.victim_key))
-    yield ws
-    await round_trip(ws, "still served")
-    await ws.close()
+    """Another user's live session on gateway a: it must keep working through every test."""
+    async for ws in victim_session(cluster[0]):
+        yield ws
 
 
 def counter(stack: GatewayStack, name: str, label: str) -> float:
