@@ -179,7 +179,7 @@ FINAL_SHOWN = """() => {
   return !!f && f.changeAt >= b.lastChange && b.shown.some((s) => s.id >= f.id);
 }"""
 
-IDLE = "() => window.realtimePage.inFlight.size === 0"
+IDLE = "() => window.realtimePage.settled()"
 
 # Keeps: every fetch to /gallery/keep is logged (start, status, time, the creation's id), whoever makes it.
 KEEP_HOOKS = """() => {

@@ -36,6 +36,7 @@ const inFlight = new Map();
 let nextId = 1;
 let lastShownId = 0;
 let dirty = false;
+let preparing = 0; // frames being encoded, not yet sent
 let drawn = false; // whether the person has drawn (or loaded a picture) yet
 let lastChangeAt = performance.now();
 /** @type {{send: (input: object) => void, close: () => void} | undefined} */
@@ -48,7 +49,8 @@ let stepUrl;
 let camera;
 
 const drawing = new DrawingCanvas($("canvas"), { onChange: drew });
-window.realtimePage = { stats, inFlight, drawing }; // read by the browser benchmark
+// Read by the browser tests and benchmark: settled() is true once every change has gone out and been answered.
+window.realtimePage = { stats, inFlight, drawing, settled: () => !dirty && preparing === 0 && inFlight.size === 0 };
 const appControls = new AppControls(JSON.parse($("app-info").textContent), {
   prompt: ui.prompt, chips: $("style-chips"), styles: $("styles"), steps: $("steps-field"), onChange: changed,
 });
@@ -70,7 +72,8 @@ const sendFrame = throttle(async () => {
   const changeAt = lastChangeAt;
   const size = Number(ui.size.value);
   if (!ui.seedLock.checked) ui.seed.value = String(Math.floor(Math.random() * 2 ** 32));
-  const image = await drawing.export(size);
+  preparing += 1;
+  const image = await drawing.export(size).finally(() => (preparing -= 1));
   const id = nextId++;
   const params = {
     app: ui.app.value, prompt: ui.prompt.value, strength: Number(ui.strength.value),

@@ -87,8 +87,10 @@ def never_reads() -> Attack:
 
 def last_record(h: Harness, user: str, since: datetime | None = None) -> dict:
     """The user's latest closed usage record (waiting for it to be written); with ``since``, only a
-    connection that started then or later (not the previous case's, while this one's is unwritten)."""
-    deadline = time.monotonic() + 10
+    connection that started then or later (not the previous case's, while this one's is unwritten).
+    The record is written once daphne has read the client's whole backlog up to its close, which
+    takes many seconds on a loaded machine after a flood."""
+    deadline = time.monotonic() + 45
     started = f", started_at__gte=__import__('datetime').datetime.fromisoformat({since.isoformat()!r})" if since else ""
     while True:
         rows = h.shell(

@@ -70,9 +70,9 @@ def next_result(page: Page, after: int, timeout: float = 20_000) -> int:
 
 
 def settled_result(page: Page, after: int, timeout: float = 20_000) -> int:
-    """The result shown once every frame sent has been answered, newer than ``after``."""
+    """The result shown once every change has been sent and answered, newer than ``after``."""
     page.wait_for_function(
-        """after => window.realtimePage.inFlight.size === 0
+        """after => window.realtimePage.settled()
             && Number(document.querySelector('[data-testid=result-image]').dataset.requestId || 0) > after""",
         arg=after,
         timeout=timeout,
