@@ -180,6 +180,8 @@ class RealtimeConsumer(CredentialChecks):
         data: bytes | str = bytes_data if bytes_data is not None else (text_data or "")
         size = len(data) if isinstance(data, bytes) else len(data.encode())
         account.frame_in(size)
+        if self.closed_with is not None:
+            return  # this side is closing: what the client still sends goes to no runner
         if size > settings.REALTIME_MAX_FRAME_BYTES:
             limit = settings.REALTIME_MAX_FRAME_BYTES
             await self._client_error(ErrorCode.PAYLOAD_TOO_LARGE, f"frame is {size} bytes; the limit is {limit} bytes")
