@@ -3,8 +3,10 @@ step, then the result) and ``POST /{owner}/{alias}`` (one JSON result), as fal's
 ``run`` call them (docs/protocol.md section 1, "HTTP: stream and run").
 
 One call is one input. It is admitted like a realtime connection (token in the query, API key,
-or the session cookie from this site's own pages), counted against the same limits, recorded with
-its mode, and relayed over a runner session kept open between calls (``upstreams``). Errors before
+or the session cookie from this site's own pages; from the admission cache when its credential was
+admitted a moment ago, confirmed by the database while the runner works and before anything is
+answered), counted against the same limits, recorded with its mode, and relayed over a runner
+session kept open between calls (``upstreams``). Errors before
 the response starts are a JSON body with ``detail`` and ``message`` and their HTTP status; after
 an event stream has started, a last event ``{"type": "x-fal-error", ...}``. The stream's wire form
 is what the published parsers accept: ``data: <ASCII JSON>`` blocks and ``:`` comment heartbeats
@@ -18,7 +20,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,8 @@ from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
 from realtime_site.gateway.admission import Admission, admit_with_limits, has_credentials
+from realtime_site.gateway.admission_cache import admission_cache
+from realtime_site.gateway.admission_feed import admission_feed
 from realtime_site.gateway.connect_rate import connect_rate
 from realtime_site.gateway.limits import EffectiveLimits, limiter
 from realtime_site.gateway.relay import Kind, RelayAccount, usage_of
@@ -34,6 +38,7 @@ from realtime_site.gateway.runners import NoRunner, get_pool
 from realtime_site.gateway.upstreams import UpstreamSessions
 from realtime_site.protocol import (
     AppPath,
+    CloseCode,
     Encoding,
     ErrorCode,
     ProtocolError,
@@ -120,6 +125,9 @@ class Call:
     account: RelayAccount
     body: str  # the input, JSON text, as the runner takes it
     request_id: str
+    # Admitted from the cache: the database's check, run while the runner works; it raises Refusal.
+    confirmation: asyncio.Task[None] | None = None
+    refused_with: int | None = None  # the close code of a refusal on confirmation, for the record
 
     @property
     def target(self) -> str:
@@ -145,15 +153,68 @@ async def _admit(request: CallRequest, owner: str, alias: str, mode: str) -> Cal
     if refusal is not None:
         raise CallRefused.of(refusal)
     body = _body(request.body)
-    session_user = None
-    if not has_credentials(scope) and request.session_user is not None:
-        user = await request.session_user()
-        session_user = user if user.is_authenticated else None
+    cache = admission_cache()
+    admission_feed().follow()
     try:
-        admission, limits = await database_sync_to_async(admit_with_limits)(scope, session_user, path)
+        cached = cache.lookup(scope, path)
+        if cached is None:
+            admission, limits = await _admit_from_database(request, path)
+            metrics.ADMISSIONS.labels("database").inc()
+            if cache.serving:
+                cache.store(scope, path, admission, limits)
     except Refusal as refusal:
         raise CallRefused.of(refusal) from None
-    return _counted(mode, admission, limits, scope, body, path)
+    if cached is None:
+        return _counted(mode, admission, limits, scope, body, path)
+    metrics.ADMISSIONS.labels("cache").inc()
+    call = _counted(mode, *cached, scope, body, path)
+    call.confirmation = asyncio.ensure_future(_confirm(request, path, call))
+    return call
+
+
+async def _admit_from_database(request: CallRequest, path: AppPath) -> tuple[Admission, EffectiveLimits]:
+    session_user = None
+    if not has_credentials(request.scope) and request.session_user is not None:
+        user = await request.session_user()
+        session_user = user if user.is_authenticated else None
+    return await database_sync_to_async(admit_with_limits)(request.scope, session_user, path)
+
+
+async def _confirm(request: CallRequest, path: AppPath, call: Call) -> None:
+    """A cached admission checked in full against the database (as a realtime connection's is); a
+    refusal forgets the entry and raises. The database away: the cached admission stands."""
+    cache = admission_cache()
+    try:
+        fresh, limits = await _admit_from_database(request, path)
+    except Refusal:
+        cache.discard(request.scope, path)
+        raise
+    except Exception as exc:
+        log.warning("could not confirm a cached admission (%s)", type(exc).__name__)
+        return
+    if fresh.user.pk != call.admission.user.pk:
+        cache.discard(request.scope, path)
+        raise Refusal(ErrorCode.UNAUTHORIZED, "the credential now names another user", CloseCode.UNAUTHORIZED)
+    limiter.refresh(fresh.user.pk, limits)
+    if cache.serving:
+        cache.store(request.scope, path, fresh, limits)
+
+
+async def _refused_on_confirmation(call: Call, work: asyncio.Future[Any]) -> CallAnswer | None:
+    """Wait for a cached call's confirmation; refused, stop the work and answer as admission would."""
+    if call.confirmation is None:
+        return None
+    try:
+        await call.confirmation
+    except Refusal as refusal:
+        log.info("call refused on confirmation: %s (%s)", refusal.code.value, refusal.reason)
+        call.refused_with = int(refusal.close_code)
+        call.account.error(refusal.code.value)
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        refused = CallRefused.of(refusal)
+        return error_answer(refused.code, refused.reason, refused.status)
+    return None
 
 
 def _body(raw: bytes | None) -> str:
@@ -202,7 +263,7 @@ async def _finish(call: Call, close_code: int) -> None:
     """Free the slot and hand the record to the writer; the answer does not wait for the database."""
     limiter.disconnect(call.admission.user.pk)
     if settings.USAGE_RECORDING:
-        recorder.close_soon(call.usage, close_code, batched=True)
+        recorder.close_soon(call.usage, call.refused_with or close_code, batched=True)
 
 
 async def _answers(call: Call) -> AsyncIterator[tuple[Kind, str]]:
@@ -245,10 +306,11 @@ def _event(text: str) -> bytes:
     return b"data: " + text.encode("ascii") + b"\n\n"
 
 
-async def _stream_events(call: Call) -> AsyncIterator[bytes]:
+async def _stream_events(
+    call: Call, answers: AsyncGenerator[tuple[Kind, str]], next_answer: asyncio.Future[tuple[Kind, str]]
+) -> AsyncIterator[bytes]:
+    """The stream's events; ``next_answer``, the first, was started before the response."""
     close_code = CLIENT_LEFT  # unless the stream reaches its end
-    answers = _answers(call)
-    next_answer: asyncio.Future[tuple[Kind, str]] = asyncio.ensure_future(anext(answers))
     try:
         yield b": stream open\n\n"  # headers and a first byte now: the client knows it was accepted
         while True:
@@ -298,15 +360,23 @@ async def answer(request: CallRequest, owner: str, alias: str, mode: str) -> Cal
     except CallRefused as refused:
         return error_answer(refused.code, refused.reason, refused.status)
     if mode == "run":
+        result = asyncio.ensure_future(_run_result(call))  # the runner works while a cached call is confirmed
         try:
-            return await _run_result(call)
+            return await _refused_on_confirmation(call, result) or await result
         except Exception:  # a bug: logged, and told as JSON like every other error
             log.exception("run call of %s failed", call.admission.app_id)
             return error_answer(ErrorCode.INTERNAL_ERROR, "the call failed (an internal error)", 500)
+    answers = _answers(call)
+    first: asyncio.Future[tuple[Kind, str]] = asyncio.ensure_future(anext(answers))
+    refused = await _refused_on_confirmation(call, first)
+    if refused is not None:
+        await answers.aclose()
+        await _finish(call, NORMAL)
+        return refused
     headers = {
         "Content-Type": "text/event-stream",
         "Cache-Control": "no-store",
         "X-Accel-Buffering": "no",  # nginx: pass each event on at once
         "x-fal-request-id": call.request_id,
     }
-    return CallAnswer(200, headers, events=_stream_events(call))
+    return CallAnswer(200, headers, events=_stream_events(call, answers, first))

@@ -10,9 +10,11 @@ keeps getting results throughout.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -159,3 +161,65 @@ async def test_what_the_feed_does_not_carry_is_caught_by_the_confirmation(cluste
     ws = await open_ws(f"{a.ws}/local/echo/realtime", additional_headers=with_key(key))
     assert "not allowed to use app" in await closed_with(ws, "FORBIDDEN", 4403)
     assert await asyncio.to_thread(counter, a, "realtime_admissions", "cache") == from_cache + 1
+
+
+# -- HTTP calls: the same cache, the database's check run while the runner works --------------------
+
+INPUT = {"prompt": "x", "image_url": "data:image/jpeg;base64," + base64.b64encode(JPEG).decode()}
+
+
+def call(stack: GatewayStack, key: str, mode: str = "run") -> httpx.Response:
+    suffix = "/stream" if mode == "stream" else ""
+    return httpx.post(f"{stack.http}/local/echo{suffix}", json=INPUT, headers=with_key(key), timeout=30)
+
+
+async def test_a_second_call_is_admitted_from_the_cache_and_answered(cluster, victim) -> None:
+    a, _ = cluster
+    _, key = await asyncio.to_thread(new_user, a, "cal")
+    assert (await asyncio.to_thread(call, a, key)).status_code == 200  # from the database
+    from_cache = await asyncio.to_thread(counter, a, "realtime_admissions", "cache")
+    for mode in ("run", "stream"):
+        response = await asyncio.to_thread(call, a, key, mode)
+        assert response.status_code == 200, response.text
+        assert '"images"' in response.text
+    assert await asyncio.to_thread(counter, a, "realtime_admissions", "cache") == from_cache + 2
+    await round_trip(victim, "victim-after-calls")
+
+
+async def test_a_revoked_key_is_refused_its_next_call_at_once_on_every_gateway(cluster, victim) -> None:
+    a, b = cluster
+    _, key = await asyncio.to_thread(new_user, a, "rev")
+    for stack in (a, b):
+        assert (await asyncio.to_thread(call, stack, key)).status_code == 200  # cached on both
+    await asyncio.to_thread(
+        shell, a, f"from realtime_site.accounts.revocation import revoke_keys; "
+        f"revoke_keys(ApiKey.objects.filter(key_id={key.split(':')[0]!r}))"
+    )  # fmt: skip
+    await asyncio.sleep(0.5)  # no live connection of it to wait for: the feed's message is on its way
+    for stack in (a, b):
+        from_cache = await asyncio.to_thread(counter, stack, "realtime_admissions", "cache")
+        for mode in ("run", "stream"):
+            response = await asyncio.to_thread(call, stack, key, mode)
+            assert response.status_code == 401 and "revoked" in response.json()["detail"], response.text
+        assert await asyncio.to_thread(counter, stack, "realtime_admissions", "cache") == from_cache
+    await round_trip(victim, "victim-after-revocation")
+
+
+@pytest.mark.parametrize("mode", ["run", "stream"])
+async def test_a_cached_call_the_database_now_refuses_gets_no_result(cluster, victim, mode: str) -> None:
+    """Allowed apps changed in the database alone: the cached call is refused (403, no result, no
+    event) by the check that ran while the runner worked, and the entry is forgotten."""
+    a, _ = cluster
+    pk, key = await asyncio.to_thread(new_user, a, f"narrow-{mode}")
+    assert (await asyncio.to_thread(call, a, key, mode)).status_code == 200
+    await asyncio.to_thread(
+        shell, a, f"from realtime_site.accounts.models import UserLimits; "
+        f"UserLimits.objects.update_or_create(user_id={pk}, defaults={{'allowed_apps': ['stylize']}})"
+    )  # fmt: skip
+    from_cache = await asyncio.to_thread(counter, a, "realtime_admissions", "cache")
+    for _ in range(2):  # the first from the cache, refused on confirmation; then by admission itself
+        response = await asyncio.to_thread(call, a, key, mode)
+        assert response.status_code == 403, response.text
+        assert "not allowed to use app" in response.json()["detail"] and "images" not in response.text
+        assert await asyncio.to_thread(counter, a, "realtime_admissions", "cache") == from_cache + 1
+    await round_trip(victim, f"victim-after-{mode}")
