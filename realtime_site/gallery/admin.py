@@ -53,10 +53,3 @@ class CreationAdmin(admin.ModelAdmin):
             keeping.delete(creation)
             count += 1
         self.message_user(request, f"Removed {count} creation(s) and their files.", messages.SUCCESS)
-
-    def delete_model(self, request: HttpRequest, obj: Creation) -> None:
-        keeping.delete(obj)  # the files go with it
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Creation]) -> None:
-        for creation in queryset:
-            keeping.delete(creation)

@@ -63,8 +63,5 @@ def keep(owner: AbstractBaseUser, result: Picture, sketch: Picture | None, param
 
 
 def delete(creation: Creation) -> None:
-    """The creation and its files."""
-    files = [f for f in (creation.result, creation.sketch, creation.thumbnail) if f]
+    """The creation; its files follow once that commits (``signals``)."""
     creation.delete()
-    for file in files:
-        file.delete(save=False)

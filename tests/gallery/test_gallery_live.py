@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.accounts.live import STAFF, STAFF_PASSWORD, create_staff
+from tests.accounts.live import STAFF, STAFF_PASSWORD, admin_delete, create_staff
 from tests.gateway.stack import GatewayStack, start_stack
 from tests.rooms.live import csrf, logged_in, make_room, make_users
 
@@ -27,7 +27,7 @@ MOST = 4
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
     stack = start_stack(tmp_path_factory.mktemp("gallery"), [["--apps", "local/echo"]],
                         {"REALTIME_GALLERY_MAX_ITEMS": str(MOST)})  # fmt: skip
-    make_users(stack, "ada", "bea", "cy")
+    make_users(stack, "ada", "bea", "cy", "dot")
     create_staff(stack)
     yield stack
     stack.close()
@@ -111,6 +111,22 @@ def test_keep_then_the_grid_the_page_and_the_files(stack: GatewayStack) -> None:
         assert post(ada, f"{url}delete").status_code == 302
         assert ada.get(url).status_code == 404
         assert not any(public_id in str(p) for p in media(stack))
+
+
+def test_a_deleted_account_takes_its_creations_files_with_it(stack: GatewayStack) -> None:
+    with closing(logged_in(stack, "dot")) as dot, closing(logged_in(stack, "bea")) as bea:
+        gone = [kept(dot).json()["id"], kept(dot).json()["id"]]
+        stays = kept(bea).json()
+    assert all(any(i in str(p) for p in media(stack)) for i in gone)
+    pk = stack.manage("shell", "-c", "from django.contrib.auth import get_user_model; "
+                      "print(get_user_model().objects.get(username='dot').pk)").split()[-1]  # fmt: skip
+    admin_delete(stack, f"/admin/auth/user/{pk}/delete/")
+    left = media(stack)
+    assert not any(i in str(p) for p in left for i in gone)  # no picture of a deleted account is kept
+    assert sum(stays["id"] in str(p) for p in left) == 3  # another user's result, sketch and thumbnail stay
+    with closing(logged_in(stack, "bea")) as bea:
+        assert bea.get(stays["url"]).status_code == 200
+        post(bea, f"{stays['url']}delete")
 
 
 def test_staff_see_private_creations(stack: GatewayStack) -> None:
