@@ -182,37 +182,40 @@ async def _admit_from_database(request: CallRequest, path: AppPath) -> tuple[Adm
 
 async def _confirm(request: CallRequest, path: AppPath, call: Call) -> None:
     """A cached admission checked in full against the database (as a realtime connection's is); a
-    refusal forgets the entry and raises. The database away: the cached admission stands."""
+    refusal forgets the entry, is counted on the call and raised. The database away: the cached
+    admission stands."""
     cache = admission_cache()
     try:
         fresh, limits = await _admit_from_database(request, path)
-    except Refusal:
+        if fresh.user.pk != call.admission.user.pk:
+            raise Refusal(ErrorCode.UNAUTHORIZED, "the credential now names another user", CloseCode.UNAUTHORIZED)
+    except Refusal as refusal:
+        log.info("call refused on confirmation: %s (%s)", refusal.code.value, refusal.reason)
         cache.discard(request.scope, path)
+        call.refused_with = int(refusal.close_code)
+        call.account.error(refusal.code.value)
         raise
     except Exception as exc:
         log.warning("could not confirm a cached admission (%s)", type(exc).__name__)
         return
-    if fresh.user.pk != call.admission.user.pk:
-        cache.discard(request.scope, path)
-        raise Refusal(ErrorCode.UNAUTHORIZED, "the credential now names another user", CloseCode.UNAUTHORIZED)
     limiter.refresh(fresh.user.pk, limits)
     if cache.serving:
         cache.store(request.scope, path, fresh, limits)
 
 
 async def _refused_on_confirmation(call: Call, work: asyncio.Future[Any]) -> CallAnswer | None:
-    """Wait for a cached call's confirmation; refused, stop the work and answer as admission would."""
+    """Wait for a cached call's confirmation; refused (or the client gone), stop the work. The
+    refusal is answered as admission would have answered it."""
     if call.confirmation is None:
         return None
     try:
         await call.confirmation
-    except Refusal as refusal:
-        log.info("call refused on confirmation: %s (%s)", refusal.code.value, refusal.reason)
-        call.refused_with = int(refusal.close_code)
-        call.account.error(refusal.code.value)
+    except (Refusal, asyncio.CancelledError) as stopped:
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
-        refused = CallRefused.of(refusal)
+        if not isinstance(stopped, Refusal):
+            raise
+        refused = CallRefused.of(stopped)
         return error_answer(refused.code, refused.reason, refused.status)
     return None
 
@@ -260,8 +263,11 @@ def _counted(
 
 
 async def _finish(call: Call, close_code: int) -> None:
-    """Free the slot and hand the record to the writer; the answer does not wait for the database."""
+    """Free the slot and hand the record to the writer; the answer does not wait for the database
+    (but a cached call's record waits for its confirmation, which may refuse it)."""
     limiter.disconnect(call.admission.user.pk)
+    if call.confirmation is not None:
+        await asyncio.gather(call.confirmation, return_exceptions=True)
     if settings.USAGE_RECORDING:
         recorder.close_soon(call.usage, call.refused_with or close_code, batched=True)
 
@@ -368,7 +374,12 @@ async def answer(request: CallRequest, owner: str, alias: str, mode: str) -> Cal
             return error_answer(ErrorCode.INTERNAL_ERROR, "the call failed (an internal error)", 500)
     answers = _answers(call)
     first: asyncio.Future[tuple[Kind, str]] = asyncio.ensure_future(anext(answers))
-    refused = await _refused_on_confirmation(call, first)
+    try:
+        refused = await _refused_on_confirmation(call, first)
+    except asyncio.CancelledError:  # the client left before the stream began
+        await answers.aclose()
+        await _finish(call, CLIENT_LEFT)
+        raise
     if refused is not None:
         await answers.aclose()
         await _finish(call, NORMAL)
