@@ -17,14 +17,12 @@ from django.db import InterfaceError, OperationalError
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from realtime_site.gateway import lifecycle
+from realtime_site.gateway import cached_admission, lifecycle
 from realtime_site.gateway.admission import (
     Admission,
     app_path_of,
     session_query,
 )
-from realtime_site.gateway.admission_cache import admission_cache
-from realtime_site.gateway.admission_feed import admission_feed
 from realtime_site.gateway.backpressure import ResultOutbox
 from realtime_site.gateway.connect_rate import connect_rate
 from realtime_site.gateway.credential_checks import CredentialChecks
@@ -121,17 +119,8 @@ class RealtimeConsumer(CredentialChecks):
         except NoRunner as exc:
             close_code = CloseCode.UNAVAILABLE if exc.code is ErrorCode.RUNNER_UNAVAILABLE else CloseCode.NOT_FOUND
             raise Refusal(exc.code, exc.reason, close_code) from None
-        cache = admission_cache()
-        admission_feed().follow()
-        cached = cache.lookup(self.scope, path)
-        if cached is not None:  # the database confirms it behind the first frames
-            admission, limits = cached
-            metrics.ADMISSIONS.labels("cache").inc()
-        else:
-            admission, limits = await self._admit_from_database()
-            metrics.ADMISSIONS.labels("database").inc()
-            if cache.serving:
-                cache.store(self.scope, path, admission, limits)
+        # Admitted from the cache, the database confirms it behind the first frames (_confirm).
+        admission, limits, cached = await cached_admission.admit(self.scope, path, self._admit_from_database)
         try:
             pool.choose(admission.app_id)
         except NoRunner as exc:
@@ -162,13 +151,13 @@ class RealtimeConsumer(CredentialChecks):
             on_stall=self._client_stalled,
         )
         self.answered = asyncio.Event()
-        self.confirmer = asyncio.get_running_loop().create_task(self._after_first_answer(path, cached is not None))
+        self.confirmer = asyncio.get_running_loop().create_task(self._after_first_answer(path, cached))
         log.info(
             "admitted: user=%s app=%s auth=%s%s",
             admission.user.pk,
             admission.app_id,
             admission.auth_method,
-            " (cached)" if cached is not None else "",
+            " (cached)" if cached else "",
         )
 
     # -- client -> runner ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 from channels.auth import get_user
 from channels.db import database_sync_to_async
 
+from realtime_site.gateway import cached_admission
 from realtime_site.gateway.admission import (
     Admission,
     admit_with_limits,
@@ -20,7 +21,7 @@ from realtime_site.gateway.admission import (
 )
 from realtime_site.gateway.admission_cache import admission_cache
 from realtime_site.gateway.groups import key_group, token_group, user_group
-from realtime_site.gateway.limits import EffectiveLimits, limiter
+from realtime_site.gateway.limits import EffectiveLimits
 from realtime_site.gateway.staff_reach import StaffReachableConsumer
 from realtime_site.gateway.warm_upstreams import warm_upstreams
 from realtime_site.protocol import AppPath, CloseCode, ErrorCode, Refusal
@@ -80,14 +81,9 @@ class CredentialChecks(StaffReachableConsumer):
         await self._join_groups(admission)
         try:
             if again:
-                fresh, limits = await self._admit_from_database()
-                if fresh.user.pk != admission.user.pk:
-                    reason = "the credential now names another user"
-                    raise Refusal(ErrorCode.UNAUTHORIZED, reason, CloseCode.UNAUTHORIZED)
-                self.limits = limits
-                limiter.refresh(admission.user.pk, limits)
-                if admission_cache().serving:
-                    admission_cache().store(self.scope, path, fresh, limits)
+                self.limits = await cached_admission.confirm(
+                    self.scope, path, admission.user.pk, self._admit_from_database
+                )
             else:
                 revoked = await database_sync_to_async(revoked_since)(admission)
                 if revoked is not None:  # revoked while this connection was being admitted

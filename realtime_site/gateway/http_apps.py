@@ -28,9 +28,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.exceptions import ConnectionClosed
 
+from realtime_site.gateway import cached_admission
 from realtime_site.gateway.admission import Admission, admit_with_limits, has_credentials
-from realtime_site.gateway.admission_cache import admission_cache
-from realtime_site.gateway.admission_feed import admission_feed
 from realtime_site.gateway.connect_rate import connect_rate
 from realtime_site.gateway.limits import EffectiveLimits, limiter
 from realtime_site.gateway.relay import Kind, RelayAccount, usage_of
@@ -38,7 +37,6 @@ from realtime_site.gateway.runners import NoRunner, get_pool
 from realtime_site.gateway.upstreams import UpstreamSessions
 from realtime_site.protocol import (
     AppPath,
-    CloseCode,
     Encoding,
     ErrorCode,
     ProtocolError,
@@ -153,22 +151,15 @@ async def _admit(request: CallRequest, owner: str, alias: str, mode: str) -> Cal
     if refusal is not None:
         raise CallRefused.of(refusal)
     body = _body(request.body)
-    cache = admission_cache()
-    admission_feed().follow()
     try:
-        cached = cache.lookup(scope, path)
-        if cached is None:
-            admission, limits = await _admit_from_database(request, path)
-            metrics.ADMISSIONS.labels("database").inc()
-            if cache.serving:
-                cache.store(scope, path, admission, limits)
+        admission, limits, cached = await cached_admission.admit(
+            scope, path, lambda: _admit_from_database(request, path)
+        )
     except Refusal as refusal:
         raise CallRefused.of(refusal) from None
-    if cached is None:
-        return _counted(mode, admission, limits, scope, body, path)
-    metrics.ADMISSIONS.labels("cache").inc()
-    call = _counted(mode, *cached, scope, body, path)
-    call.confirmation = asyncio.ensure_future(_confirm(request, path, call))
+    call = _counted(mode, admission, limits, scope, body, path)
+    if cached:
+        call.confirmation = asyncio.ensure_future(_confirm(request, path, call))
     return call
 
 
@@ -184,23 +175,17 @@ async def _confirm(request: CallRequest, path: AppPath, call: Call) -> None:
     """A cached admission checked in full against the database (as a realtime connection's is); a
     refusal forgets the entry, is counted on the call and raised. The database away: the cached
     admission stands."""
-    cache = admission_cache()
     try:
-        fresh, limits = await _admit_from_database(request, path)
-        if fresh.user.pk != call.admission.user.pk:
-            raise Refusal(ErrorCode.UNAUTHORIZED, "the credential now names another user", CloseCode.UNAUTHORIZED)
+        await cached_admission.confirm(
+            request.scope, path, call.admission.user.pk, lambda: _admit_from_database(request, path)
+        )
     except Refusal as refusal:
         log.info("call refused on confirmation: %s (%s)", refusal.code.value, refusal.reason)
-        cache.discard(request.scope, path)
         call.refused_with = int(refusal.close_code)
         call.account.error(refusal.code.value)
         raise
     except Exception as exc:
         log.warning("could not confirm a cached admission (%s)", type(exc).__name__)
-        return
-    limiter.refresh(fresh.user.pk, limits)
-    if cache.serving:
-        cache.store(request.scope, path, fresh, limits)
 
 
 async def _refused_on_confirmation(call: Call, work: asyncio.Future[Any]) -> CallAnswer | None:
