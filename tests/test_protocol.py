@@ -52,6 +52,34 @@ def test_parse_request_ignores_unknown_fields_and_echoes_request_id() -> None:
     assert request.request_id == "r-1"
 
 
+def test_control_inputs_and_travel_are_off_unless_given() -> None:
+    request = parse_request(frame(), encoding=Encoding.MSGPACK)
+    assert request.control_image is None and request.controlnet_conditioning_scale is None
+    assert request.control_guidance_end is None
+    assert request.prompt_transition_frames == request.seed_transition_frames == 0
+    assert request.prompt_blend == request.seed_blend == ()
+    given = frame(
+        control_image_bytes=b"lines",
+        controlnet_conditioning_scale=2,
+        control_guidance_end=0.5,
+        prompt_transition_frames=4,
+        seed_transition_frames=60,
+        prompt_blend="not read from the wire",
+    )
+    request = parse_request(given, encoding=Encoding.MSGPACK)
+    assert request.control_image == b"lines" and request.controlnet_conditioning_scale == 2.0
+    assert (request.control_guidance_end, request.prompt_transition_frames, request.seed_transition_frames) == (
+        0.5,
+        4,
+        60,
+    )
+    assert request.prompt_blend == ()
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    assert parse_request(frame(control_image_url=url), encoding=Encoding.JSON).control_image == PNG
+    both = frame(control_image_url=url, control_image_bytes=b"raw")
+    assert parse_request(both, encoding=Encoding.MSGPACK).control_image == b"raw"  # binary wins, as for image
+
+
 def test_parse_request_image_url_data_url() -> None:
     url = "data:image/png;base64," + base64.b64encode(PNG).decode()
     request = parse_request({"prompt": "x", "image_url": url}, encoding=Encoding.JSON)
@@ -101,6 +129,21 @@ def test_image_is_one_more_name_of_the_picture_bytes_or_data_url() -> None:
         ({"output_format": "gif"}, "output_format"),
         ({"negative_prompt": 3}, "negative_prompt"),
         ({"request_id": {"a": 1}}, "request_id"),
+        ({"control_image_bytes": b""}, "control_image_bytes"),
+        ({"control_image_bytes": "text"}, "control_image_bytes"),
+        ({"control_image_url": "https://example.com/lines.png"}, "control_image_url"),
+        ({"control_image_url": "data:image/png;base64,"}, "control_image_url"),
+        ({"control_image_url": 7}, "control_image_url"),
+        ({"controlnet_conditioning_scale": 2.5}, "controlnet_conditioning_scale"),
+        ({"controlnet_conditioning_scale": -0.1}, "controlnet_conditioning_scale"),
+        ({"controlnet_conditioning_scale": float("inf")}, "controlnet_conditioning_scale"),
+        ({"control_guidance_end": 1.01}, "control_guidance_end"),
+        ({"control_guidance_end": "1"}, "control_guidance_end"),
+        ({"prompt_transition_frames": 61}, "prompt_transition_frames"),
+        ({"prompt_transition_frames": -1}, "prompt_transition_frames"),
+        ({"prompt_transition_frames": 2.0}, "prompt_transition_frames"),
+        ({"seed_transition_frames": 1000}, "seed_transition_frames"),
+        ({"seed_transition_frames": True}, "seed_transition_frames"),
     ],
 )
 def test_parse_request_names_the_bad_field(fields: dict, field: str) -> None:

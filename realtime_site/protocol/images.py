@@ -14,6 +14,7 @@ from realtime_site.protocol.frames import Encoding
 PROMPT_MAX_CHARS = 2000
 SIZE_RANGE = (64, 1024)
 SEED_MAX = 2**32 - 1
+TRANSITION_FRAMES_MAX = 60  # prompt and seed travel: at most this many frames from one to the next
 
 # fal's named image sizes.
 NAMED_SIZES: dict[str, tuple[int, int]] = {
@@ -44,6 +45,18 @@ class ImageRequest:
     sync_mode: bool = False
     output_format: str = "jpeg"
     request_id: str | int | None = None
+    # ControlNet (the diffusion apps that have one): the lines to follow, when not the input picture.
+    control_image: bytes | None = None
+    controlnet_conditioning_scale: float | None = None
+    control_guidance_end: float | None = None
+    # Travel between a session's frames: over how many frames a new prompt or seed is reached.
+    prompt_transition_frames: int = 0
+    seed_transition_frames: int = 0
+    # Set by the runner's session (travel.Travel), never read from the wire: the weighted prompts
+    # ((prompt, negative), weight) and seeds (seed, coefficient) this frame is made of; empty: just
+    # ``prompt`` and the seed it is run with.
+    prompt_blend: tuple[tuple[tuple[str, str], float], ...] = ()
+    seed_blend: tuple[tuple[int, float], ...] = ()
 
 
 def request_id_of(frame: dict[str, Any]) -> str | int | None:
@@ -111,6 +124,11 @@ def _parse(frame: dict[str, Any], encoding: Encoding, rid: str | int | None) -> 
         sync_mode=sync_mode,
         output_format=output_format,
         request_id=rid,
+        control_image=_parse_control_image(frame, encoding),
+        controlnet_conditioning_scale=_number(frame, "controlnet_conditioning_scale", 0.0, 2.0, default=None),
+        control_guidance_end=_number(frame, "control_guidance_end", 0.0, 1.0, default=None),
+        prompt_transition_frames=_integer(frame, "prompt_transition_frames", 0, TRANSITION_FRAMES_MAX) or 0,
+        seed_transition_frames=_integer(frame, "seed_transition_frames", 0, TRANSITION_FRAMES_MAX) or 0,
     )
 
 
@@ -139,6 +157,20 @@ def _parse_image(frame: dict[str, Any], encoding: Encoding) -> bytes:
         if url is not None:
             return data_url_bytes(url, name)
     raise ValidationError("image", "one of image_bytes, image_url and image is required")
+
+
+def _parse_control_image(frame: dict[str, Any], encoding: Encoding) -> bytes | None:
+    """ControlNet's own picture: ``control_image_bytes`` as binary, or ``control_image_url``, a data URL."""
+    raw = frame.get("control_image_bytes")
+    if raw is not None:
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            hint = "; JSON frames carry images in control_image_url" if encoding.is_json else ""
+            raise ValidationError("control_image_bytes", f"must be binary, got {type(raw).__name__}{hint}")
+        if not raw:
+            raise ValidationError("control_image_bytes", "is empty")
+        return bytes(raw)
+    url = frame.get("control_image_url")
+    return None if url is None else data_url_bytes(url, "control_image_url")
 
 
 def data_url_bytes(url: object, name: str) -> bytes:

@@ -28,8 +28,19 @@ from realtime_site.protocol import (
 )
 from realtime_site.runner.engines import Engine, EngineOutput
 from realtime_site.runner.engines.base import OnPreview
+from realtime_site.runner.travel import Travel
 
-__all__ = ["Abandoned", "Job", "Outcome", "answer_without_work", "encode_result", "execute", "execute_batch", "seed_of"]
+__all__ = [
+    "Abandoned",
+    "Job",
+    "Outcome",
+    "answer_without_work",
+    "as_run",
+    "encode_result",
+    "execute",
+    "execute_batch",
+    "seed_of",
+]
 
 log = logging.getLogger("realtime_site.runner")
 
@@ -59,6 +70,7 @@ class Job:
     encoding: Encoding
     previews: bool = False
     number: int = 0  # its place among the session's messages, from 1
+    travel: Travel | None = None  # the session's prompt and seed travel, stepped when the job runs
     # Previews handed to the event loop, in order; the result goes out after them.
     previews_sent: list[concurrent.futures.Future[None]] = field(default_factory=list)
 
@@ -66,6 +78,11 @@ class Job:
 def seed_of(request: ImageRequest) -> int:
     """The input's seed, or a random one (returned in the result so the image can be repeated)."""
     return request.seed if request.seed is not None else secrets.randbelow(SEED_MAX + 1)
+
+
+def as_run(job: Job, seed: int) -> ImageRequest:
+    """The request as the engine runs it: with the session's travel applied (once per job)."""
+    return job.travel.apply(job.request, seed) if job.travel is not None else job.request
 
 
 def encode_result(
@@ -118,11 +135,11 @@ async def execute(app: Runs, job: Job, *, seed: int | None = None, on_preview: O
     quick = answer_without_work(app, job)
     if quick is not None:
         return quick
-    return await _infer(app, job, seed_of(job.request) if seed is None else seed, on_preview)
+    seed = seed_of(job.request) if seed is None else seed
+    return await _infer(app, job, as_run(job, seed), seed, on_preview)
 
 
-async def _infer(app: Runs, job: Job, seed: int, on_preview: OnPreview | None) -> Outcome:
-    request = job.request
+async def _infer(app: Runs, job: Job, request: ImageRequest, seed: int, on_preview: OnPreview | None) -> Outcome:
     loop = asyncio.get_running_loop()
     try:
         output, seconds = await loop.run_in_executor(app.executor, _timed_infer, app.engine, request, seed, on_preview)
@@ -151,13 +168,13 @@ async def execute_batch(app: Runs, jobs: list[Job]) -> list[Outcome]:
     if not work:
         return [outcome for outcome in outcomes if outcome is not None]
     seeds = [seed_of(jobs[index].request) for index in work]
-    requests = [jobs[index].request for index in work]
+    requests = [as_run(jobs[index], seed) for index, seed in zip(work, seeds, strict=True)]
     loop = asyncio.get_running_loop()
     try:
         outputs, seconds = await loop.run_in_executor(app.executor, _timed_infer_batch, app.engine, requests, seeds)
     except Exception:  # one bad input must not fail its neighbours: answer each on its own
-        for index, seed in zip(work, seeds, strict=True):
-            outcomes[index] = await _infer(app, jobs[index], seed, None)
+        for index, request, seed in zip(work, requests, seeds, strict=True):
+            outcomes[index] = await _infer(app, jobs[index], request, seed, None)
     else:
         for index, output, seed in zip(work, outputs, seeds, strict=True):
             outcomes[index] = encode_result(jobs[index], output, seed, seconds)

@@ -2,7 +2,7 @@
 
 Untrusted bytes are checked before any pixel is decoded: only PNG, JPEG and WebP, dimensions and
 pixel count bounded (decompression bombs), truncated or corrupt files refused, all as
-``ValidationError`` naming ``image``.
+``ValidationError`` naming ``image`` (or the field the picture came in: ``control_image``).
 """
 
 from __future__ import annotations
@@ -44,24 +44,24 @@ class Probe:
     height: int
 
 
-def _too_large(size: str) -> ValidationError:
-    return ValidationError("image", f"is {size}; each side may be at most {MAX_INPUT_SIDE} pixels")
+def _too_large(size: str, field: str = "image") -> ValidationError:
+    return ValidationError(field, f"is {size}; each side may be at most {MAX_INPUT_SIDE} pixels")
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, field: str = "image") -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise _too_large("too large (a decompression bomb)") from None
+        raise _too_large("too large (a decompression bomb)", field) from None
     except UnidentifiedImageError:
-        raise ValidationError("image", "is not a PNG, JPEG or WebP image") from None
+        raise ValidationError(field, "is not a PNG, JPEG or WebP image") from None
     except (OSError, SyntaxError, ValueError, struct.error) as exc:
-        raise ValidationError("image", f"cannot be read ({exc})") from None
+        raise ValidationError(field, f"cannot be read ({exc})") from None
     width, height = img.size
     if not (0 < width <= MAX_INPUT_SIDE and 0 < height <= MAX_INPUT_SIDE and width * height <= MAX_INPUT_PIXELS):
-        raise _too_large(f"{width}x{height}")
+        raise _too_large(f"{width}x{height}", field)
     return img
 
 
@@ -140,9 +140,9 @@ def is_complete(data: bytes, fmt: str) -> bool:
     return False
 
 
-def decode_image(data: bytes, width: int, height: int) -> Image.Image:
-    """Decode to RGB and fit (cover, centred) to exactly ``width`` x ``height``."""
-    img = _open(data)
+def decode_image(data: bytes, width: int, height: int, field: str = "image") -> Image.Image:
+    """Decode to RGB and fit (cover, centred) to exactly ``width`` x ``height``; errors name ``field``."""
+    img = _open(data, field)
     if img.format == "JPEG":
         img.draft("RGB", (width, height))  # DCT-domain downscale: decodes less when the input is big
     try:
@@ -150,7 +150,7 @@ def decode_image(data: bytes, width: int, height: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
     except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombWarning):
-        raise ValidationError("image", "is truncated or corrupt") from None
+        raise ValidationError(field, "is truncated or corrupt") from None
     img = ImageOps.exif_transpose(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")

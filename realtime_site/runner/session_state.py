@@ -25,6 +25,7 @@ from realtime_site.protocol import (
 )
 from realtime_site.runner.engines.base import Preview
 from realtime_site.runner.execution import Job, Outcome, encode_result
+from realtime_site.runner.travel import Travel
 
 __all__ = ["SessionOptions", "SessionState"]
 
@@ -49,6 +50,7 @@ class SessionState:
         self.results_out = 0
         self.previews_out = 0
         self.errors = 0
+        self.travel = Travel()
 
     def receive(self, message: bytes | str, *, draining: bool = False) -> Job | str:
         """One client message: the job it asks for, or the error that answers it now."""
@@ -67,7 +69,7 @@ class SessionState:
         except Exception as exc:  # a decoder's unforeseen failure is still the frame's fault
             log.warning("app %s: frame not decodable: %s: %s", self.app_id, type(exc).__name__, exc)
             return self.error(ErrorCode.VALIDATION_ERROR, f"frame: cannot be decoded ({type(exc).__name__})")
-        return Job(request, encoding, previews=self.options.previews, number=self.frames_in)
+        return Job(request, encoding, previews=self.options.previews, number=self.frames_in, travel=self.travel)
 
     def answer(self, job: Job, outcome: Outcome) -> list[bytes | str]:
         """The messages that answer ``job``: its result (then timings, if asked), or its error."""

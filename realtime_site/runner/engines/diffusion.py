@@ -1,35 +1,50 @@
-"""``lcm`` and ``turbo``: diffusers image-to-image pipelines from weights on local disk.
+"""``lcm`` and ``turbo``: diffusers pipelines from weights on local disk, following the input picture
+(image to image) and, with a ControlNet, the drawing's lines.
 
-``lcm``: Stable Diffusion 1.5 or SDXL with the latent-consistency scheduler (an LCM-distilled model or
-LCM-LoRA merged in); ``turbo``: SD-Turbo or SDXL-Turbo. Both need ``requirements-gpu.txt`` (torch,
-diffusers, transformers, accelerate) and their weights: a local folder in diffusers layout or an
-offline Hugging Face cache id, from the option ``model`` or ``REALTIME_LCM_MODEL`` /
-``REALTIME_TURBO_MODEL``. Nothing is ever downloaded (``local_files_only``). Without torch, weights or
-a GPU that was asked for, the app is unavailable with that reason and the runner serves the rest.
+``lcm``: Stable Diffusion 1.5/2.1 or SDXL with the latent-consistency scheduler (an LCM-distilled model,
+or LCM-LoRA merged in with ``lcm_lora`` / ``REALTIME_LCM_LORA``); ``turbo``: SD-Turbo or SDXL-Turbo.
+The family is read from the weights. Both need ``requirements-gpu.txt`` (torch, diffusers,
+transformers, accelerate) and their weights: a local folder in diffusers layout or an offline Hugging
+Face cache id, from the option ``model`` or ``REALTIME_LCM_MODEL`` / ``REALTIME_TURBO_MODEL``. Nothing
+is ever downloaded (``local_files_only``). Without torch, weights or a GPU that was asked for, the app
+is unavailable with that reason and the runner serves the rest.
+
+ControlNet (``controlnet``, or ``REALTIME_LCM_CONTROLNET`` / ``REALTIME_TURBO_CONTROLNET``; a scribble
+or line-art one for the model's family): the input picture is the control image and the result is made
+from noise (text to image following the lines); with ``control_image_bytes`` / ``control_image_url``
+the input picture is the starting image and the other one the lines (image to image following them);
+``controlnet_conditioning_scale`` 0 turns the ControlNet off for the frame (plain image to image).
 
 Options (``--apps fal-ai/fast-turbo-diffusion=turbo?dtype=float16&compile=1``): ``model``, ``dtype``
 (``auto``: float16 on CUDA, float32 on the CPU), ``device`` (``auto``, ``cuda``, ``cpu``), ``taesd``
-(a tiny autoencoder folder, or ``REALTIME_TAESD_MODEL``), ``compile`` (torch.compile the UNet),
-``max_batch`` (frames of several connections in one pipeline call; default 4), ``channels_last``.
+(a tiny autoencoder folder, or ``REALTIME_TAESD_MODEL``), ``compile`` (torch.compile the UNet and the
+ControlNet), ``max_batch`` (frames of several connections in one pipeline call; default 4),
+``channels_last``, ``controlnet``, ``lcm_lora``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.util
 import math
 import os
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from PIL import Image
 
-from realtime_site.protocol import ImageRequest
+from realtime_site.protocol import ImageRequest, ValidationError
 from realtime_site.runner.engines.base import EngineOutput, EngineUnavailable, ImageEngine, ShowImage, option_int
+from realtime_site.runner.engines.diffusion_loading import Pipelines, load_pipelines
 from realtime_site.runner.imaging import decode_image, encode_image
 
-__all__ = ["LcmEngine", "TurboEngine", "load_pipeline"]
+__all__ = ["LcmEngine", "TurboEngine"]
 
 PROMPT_CACHE_SIZE = 64
+DEFAULT_CONTROL_SCALE = 1.0
+CONTROL_FIELDS = ("controlnet_conditioning_scale", "control_guidance_end")
 
 
 def _flag(options: dict[str, str], key: str, default: bool) -> bool:
@@ -37,29 +52,19 @@ def _flag(options: dict[str, str], key: str, default: bool) -> bool:
     return default if raw is None else raw.strip().lower() in ("1", "true", "yes", "on")
 
 
-def load_pipeline(model: str, *, kind: str, dtype: Any, device: str, taesd: str | None = None) -> Any:
-    """Load an image-to-image pipeline from local files only (the real loading code the tests use)."""
-    import diffusers
-
-    pipe = diffusers.AutoPipelineForImage2Image.from_pretrained(model, dtype=dtype, local_files_only=True)
-    if kind == "lcm":
-        pipe.scheduler = diffusers.LCMScheduler.from_config(pipe.scheduler.config)
-    if taesd:
-        pipe.vae = diffusers.AutoencoderTiny.from_pretrained(taesd, dtype=dtype, local_files_only=True)
-    if getattr(pipe, "safety_checker", None) is not None:
-        pipe.safety_checker = None  # it would black out frames of a drawing mid-stroke; not a moderation layer
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
 class DiffusionEngine(ImageEngine):
     kind: ClassVar[str]
     model_env: ClassVar[str]
-    default_steps: ClassVar[int]
+    controlnet_env: ClassVar[str]
+    default_steps: ClassVar[int]  # image to image (times strength: the denoising steps that run)
+    default_text_steps: ClassVar[int]  # text to image following the lines
     default_guidance: ClassVar[float]
 
     def __init__(self, options: dict[str, str]):
         self.model = options.get("model") or os.environ.get(self.model_env) or None
+        self.controlnet = options.get("controlnet") or os.environ.get(self.controlnet_env) or None
+        lcm_lora = options.get("lcm_lora") or os.environ.get("REALTIME_LCM_LORA") or None
+        self.lcm_lora = lcm_lora if self.kind == "lcm" else None
         self.taesd = options.get("taesd") or os.environ.get("REALTIME_TAESD_MODEL") or None
         self.dtype_name = options.get("dtype", "auto")
         self.device_name = options.get("device", "auto")
@@ -67,9 +72,13 @@ class DiffusionEngine(ImageEngine):
         self.channels_last = _flag(options, "channels_last", True)
         self.max_batch = option_int(options, "max_batch", 4, low=1, high=64)
         self.workers = 1  # one pipeline; concurrency comes from batching
-        self._pipe: Any = None
+        self._pipes: Pipelines | None = None
         self._prompts: collections.OrderedDict[tuple[str, str, bool], tuple[Any, ...]] = collections.OrderedDict()
         self.prompt_encodings = 0  # how often the text encoder ran (the cache's misses)
+
+    @property
+    def ignores(self) -> tuple[str, ...]:  # type: ignore[override]
+        return () if self.controlnet else CONTROL_FIELDS
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -93,26 +102,62 @@ class DiffusionEngine(ImageEngine):
         if not isinstance(dtype, torch.dtype):
             raise EngineUnavailable(f"unknown dtype {self.dtype_name!r}")
         try:
-            self._pipe = load_pipeline(
-                self.model, kind=self.kind, dtype=dtype, device=self.device_name, taesd=self.taesd
+            self._pipes = load_pipelines(
+                self.model,
+                kind=self.kind,
+                dtype=dtype,
+                device=self.device_name,
+                taesd=self.taesd,
+                controlnet=self.controlnet,
+                lcm_lora=self.lcm_lora,
             )
         except (OSError, ValueError) as exc:
             raise EngineUnavailable(f"cannot load {self.model}: {exc}") from None
+        pipe = self._pipes.image
+        nets = [pipe.unet] + ([self._pipes.lines.controlnet] if self._pipes.lines is not None else [])
         if self.channels_last and self.device_name == "cuda":
-            self._pipe.unet.to(memory_format=torch.channels_last)
-        if self.compile:
-            self._pipe.unet = torch.compile(self._pipe.unet, mode="max-autotune", fullgraph=True)
+            for net in nets:
+                net.to(memory_format=torch.channels_last)
+        if self.compile:  # the pipelines share their components: compiled once, used by all
+            pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
+            for controlled in (self._pipes.lines, self._pipes.image_lines):
+                if controlled is not None:
+                    controlled.unet = pipe.unet
+            if self._pipes.lines is not None:
+                net = torch.compile(self._pipes.lines.controlnet, mode="max-autotune", fullgraph=True)
+                self._pipes.lines.controlnet = self._pipes.image_lines.controlnet = net
 
     def warm_up(self) -> None:
         side = 512 if self.device_name == "cuda" else 64
         image = Image.new("RGB", (side, side), "white")
-        request = ImageRequest(prompt="warm up", image=b"", width=side, height=side, strength=0.5)
-        self.transform_batch([image], [request], [0])
+        plain = ImageRequest(prompt="warm up", image=b"", width=side, height=side, strength=0.5)
+        requests = [plain]
+        if self._pipes is not None and self._pipes.lines is not None:  # each pipeline is its own graph
+            requests = [replace(plain, controlnet_conditioning_scale=0.0), plain, replace(plain, control_image=b"")]
+        for request in requests:
+            self.transform_batch([image], [request], [0], controls=[image])
 
     # -- inference ----------------------------------------------------------------------------
 
-    def _steps(self, request: ImageRequest) -> tuple[int, float]:
+    def mode(self, request: ImageRequest) -> str:
+        """``image`` (image to image), ``lines`` (text to image following the input picture's lines)
+        or ``image+lines`` (image to image following the lines of ``control_image``)."""
+        if self._pipes is None or self._pipes.lines is None or request.controlnet_conditioning_scale == 0:
+            return "image"
+        return "image+lines" if request.control_image is not None else "lines"
+
+    def answer_without_work(self, request: ImageRequest) -> EngineOutput | None:
+        if request.control_image is not None and not self.controlnet:
+            raise ValidationError(
+                "control_image",
+                f"this app has no ControlNet to follow it (the runner's {self.controlnet_env} is not set)",
+            )
+        return None
+
+    def _steps(self, request: ImageRequest, mode: str) -> tuple[int, float]:
         """Steps to ask the pipeline for, so that ``steps * strength`` runs at least one denoising step."""
+        if mode == "lines":
+            return request.num_inference_steps or self.default_text_steps, 1.0
         steps = request.num_inference_steps or self.default_steps
         strength = request.strength
         return max(steps, math.ceil(1 / strength)), strength
@@ -124,7 +169,8 @@ class DiffusionEngine(ImageEngine):
             self._prompts.move_to_end(key)
             return cached
         self.prompt_encodings += 1
-        encoded = self._pipe.encode_prompt(
+        assert self._pipes is not None
+        encoded = self._pipes.image.encode_prompt(
             prompt=prompt,
             device=self.device_name,
             num_images_per_prompt=1,
@@ -135,6 +181,17 @@ class DiffusionEngine(ImageEngine):
         if len(self._prompts) > PROMPT_CACHE_SIZE:
             self._prompts.popitem(last=False)
         return self._prompts[key]
+
+    def _embeddings(self, request: ImageRequest, guided: bool) -> tuple[Any, ...]:
+        """The prompt's embeddings; during prompt travel, the weighted sum of the prompts' (each cached)."""
+        if not request.prompt_blend:
+            return self._encode_prompt(request.prompt, request.negative_prompt, guided)
+        weights = [weight for _, weight in request.prompt_blend]
+        encodings = [self._encode_prompt(p, n, guided) for (p, n), _ in request.prompt_blend]
+        blended = []
+        for column in zip(*encodings, strict=True):  # prompt_embeds, negative_prompt_embeds, (pooled...)
+            blended.append(None if column[0] is None else sum(t * w for t, w in zip(column, weights, strict=True)))
+        return tuple(blended)
 
     def transform(
         self, image: Image.Image, request: ImageRequest, seed: int, show: ShowImage | None = None
@@ -147,18 +204,22 @@ class DiffusionEngine(ImageEngine):
         requests: list[ImageRequest],
         seeds: list[int],
         show: ShowImage | None = None,
+        controls: list[Image.Image] | None = None,
     ) -> list[Image.Image]:
-        """One pipeline call for inputs that share ``batch_key``; each keeps its own prompt and seed.
-        ``show`` (one input only) gets the image after each denoising step but the last."""
+        """One pipeline call for inputs that share ``batch_key``; each keeps its own prompt, seed and
+        control image (``controls``: already decoded; by default each input's ``control_image``, or
+        its picture). ``show`` (one input only) gets the image after each denoising step but the last."""
         import torch
 
+        assert self._pipes is not None
         first = requests[0]
-        if first.strength <= 0:
+        mode = self.mode(first)
+        if mode != "lines" and first.strength <= 0:
             return list(images)
-        steps, strength = self._steps(first)
+        steps, strength = self._steps(first, mode)
         guidance = first.guidance_scale if first.guidance_scale is not None else self.default_guidance
         guided = guidance > 1.0
-        encoded = [self._encode_prompt(r.prompt, r.negative_prompt, guided) for r in requests]
+        encoded = [self._embeddings(r, guided) for r in requests]
         kwargs: dict[str, Any] = {
             "prompt_embeds": torch.cat([e[0] for e in encoded]),
             "negative_prompt_embeds": torch.cat([e[1] for e in encoded]) if guided else None,
@@ -169,12 +230,32 @@ class DiffusionEngine(ImageEngine):
                 kwargs["negative_pooled_prompt_embeds"] = torch.cat([e[3] for e in encoded])
         if show is not None:
             kwargs["callback_on_step_end"] = self._previewer(show)
+        if mode == "image":
+            pipe = self._pipes.image
+            kwargs.update(image=images, strength=strength)
+        else:
+            controls = controls or [
+                decode_image(r.control_image, r.width, r.height, "control_image") if r.control_image else image
+                for image, r in zip(images, requests, strict=True)
+            ]
+            kwargs["controlnet_conditioning_scale"] = (
+                first.controlnet_conditioning_scale
+                if first.controlnet_conditioning_scale is not None
+                else DEFAULT_CONTROL_SCALE
+            )
+            end = first.control_guidance_end
+            kwargs["control_guidance_end"] = end if end is not None else 1.0
+            if mode == "lines":
+                pipe = self._pipes.lines
+                kwargs.update(image=controls, width=first.width, height=first.height)
+            else:
+                pipe = self._pipes.image_lines
+                kwargs.update(image=images, control_image=controls, strength=strength)
         generators = [torch.Generator(device=self.device_name).manual_seed(seed) for seed in seeds]
-        with torch.inference_mode():
-            result = self._pipe(
-                image=images,
+        noise = self._blended_noise(pipe, requests, generators, kwargs["prompt_embeds"].dtype)
+        with torch.inference_mode(), _initial_noise(pipe, noise, mode, kwargs):
+            result = pipe(
                 num_inference_steps=steps,
-                strength=strength,
                 guidance_scale=guidance,
                 generator=generators,
                 output_type="pil",
@@ -184,6 +265,29 @@ class DiffusionEngine(ImageEngine):
             img.resize((r.width, r.height)) if img.size != (r.width, r.height) else img
             for img, r in zip(result.images, requests, strict=True)
         ]
+
+    def _blended_noise(self, pipe: Any, requests: list[ImageRequest], generators: list[Any], dtype: Any) -> Any:
+        """The initial noise of the batch when a frame is between two seeds (seed travel), else None.
+        Frames that are not get the noise their generator gives, as the pipeline would draw it."""
+        import torch
+
+        if not any(r.seed_blend for r in requests):
+            return None
+        first = requests[0]
+        factor = pipe.vae_scale_factor
+        shape = (1, pipe.unet.config.in_channels, first.height // factor, first.width // factor)
+        rows = []
+        for request, generator in zip(requests, generators, strict=True):
+            if request.seed_blend:
+                terms = [
+                    coefficient * torch.randn(shape, generator=torch.Generator(self.device_name).manual_seed(s),
+                                              device=self.device_name, dtype=dtype)
+                    for s, coefficient in request.seed_blend
+                ]  # fmt: skip
+                rows.append(sum(terms))
+            else:
+                rows.append(torch.randn(shape, generator=generator, device=self.device_name, dtype=dtype))
+        return torch.cat(rows)
 
     def _previewer(self, show: ShowImage) -> Any:
         """A diffusers step callback that decodes the latents with the pipeline's own decoder (the
@@ -202,7 +306,11 @@ class DiffusionEngine(ImageEngine):
 
     def batch_key(self, request: ImageRequest) -> tuple[Any, ...]:
         """Inputs with the same key can share one pipeline call."""
-        return (request.width, request.height, request.num_inference_steps, request.strength, request.guidance_scale)
+        mode = self.mode(request)
+        control = (request.controlnet_conditioning_scale, request.control_guidance_end) if mode != "image" else ()
+        strength = request.strength if mode != "lines" else None
+        size = (request.width, request.height)
+        return (mode, *size, request.num_inference_steps, strength, request.guidance_scale, *control)
 
     def infer_batch(self, requests: list[ImageRequest], seeds: list[int]) -> list[EngineOutput]:
         images = [decode_image(r.image, r.width, r.height) for r in requests]
@@ -212,10 +320,19 @@ class DiffusionEngine(ImageEngine):
             outputs.append(EngineOutput(data, content_type, *image.size))
         return outputs
 
+    def conditioning(self) -> list[str]:
+        """What a result can follow: the input picture, and with a ControlNet the drawing's lines."""
+        return ["image", "controlnet"] if self.controlnet else ["image"]
+
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
             "model": self.model,
+            "family": self._pipes.family if self._pipes is not None else None,
+            "conditioning": self.conditioning(),
+            "controlnet": self.controlnet,
+            "lcm_lora": self.lcm_lora,
+            "travel": True,
             "device": self.device_name,
             "dtype": self.dtype_name,
             "taesd": self.taesd,
@@ -225,11 +342,39 @@ class DiffusionEngine(ImageEngine):
         }
 
 
+@contextlib.contextmanager
+def _initial_noise(pipe: Any, noise: Any, mode: str, kwargs: dict[str, Any]) -> Iterator[None]:
+    """Give the pipeline ``noise`` as its initial noise: text to image takes it as ``latents``; image to
+    image draws its own and hands it to ``scheduler.add_noise``, which is wrapped for this one call."""
+    if noise is None:
+        yield
+        return
+    if mode == "lines":
+        kwargs["latents"] = noise
+        yield
+        return
+    scheduler = pipe.scheduler
+    add_noise = scheduler.add_noise
+
+    def add_blended_noise(original: Any, _drawn: Any, timesteps: Any) -> Any:
+        del scheduler.add_noise  # once: any later call is the scheduler's own
+        return add_noise(original, noise.to(original.dtype), timesteps)
+
+    scheduler.add_noise = add_blended_noise
+    try:
+        yield
+    finally:
+        if "add_noise" in vars(scheduler):
+            del scheduler.add_noise
+
+
 class LcmEngine(DiffusionEngine):
     name = "lcm"
     kind = "lcm"
     model_env = "REALTIME_LCM_MODEL"
+    controlnet_env = "REALTIME_LCM_CONTROLNET"
     default_steps = 4
+    default_text_steps = 4
     default_guidance = 1.0
 
 
@@ -237,5 +382,7 @@ class TurboEngine(DiffusionEngine):
     name = "turbo"
     kind = "turbo"
     model_env = "REALTIME_TURBO_MODEL"
+    controlnet_env = "REALTIME_TURBO_CONTROLNET"
     default_steps = 2
+    default_text_steps = 1
     default_guidance = 0.0
