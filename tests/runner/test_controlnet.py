@@ -273,3 +273,53 @@ async def test_the_lines_through_the_runner_follow_the_drawing(controlnet_runner
             await ws.send(pack(**fields, **extra))
             results.append((await recv_result(ws, timeout=120))["images"][0]["content"])
     assert len(set(results)) == 4
+
+
+@pytest.mark.parametrize("extra", [{}, {"controlnet_conditioning_scale": 0.0}], ids=["lines", "image"])
+def test_a_frame_between_prompts_and_seeds_batches_like_one_by_one(engine: LcmEngine, extra: dict) -> None:
+    """Travel's frames (blended embeddings, blended initial noise) in one call with plain ones."""
+    requests = [
+        frame(prompt="a dog", prompt_blend=((("a cat", ""), 0.5), (("a dog", ""), 0.5)), **extra),
+        frame(seed_blend=((1, 0.6), (2, 0.8)), **extra),
+        frame(prompt="a fox", **extra),
+    ]
+    seeds = [1, 2, 3]
+    alone = [pixels(engine.infer(r, s).image) for r, s in zip(requests, seeds, strict=True)]
+    together = [pixels(o.image) for o in engine.infer_batch(requests, seeds)]
+    for one, batched in zip(alone, together, strict=True):
+        assert np.abs(one - batched).max() <= 2
+    # The tiny random text encoder moves the picture little, the noise a lot.
+    assert engine.infer(requests[0], 1).image != engine.infer(frame(prompt="a dog", **extra), 1).image
+    assert np.abs(alone[1] - pixels(engine.infer(frame(**extra), 2).image)).max() > 50
+    blended = engine._embeddings(requests[0], guided=False)
+    cat, dog = (engine._encode_prompt(p, "", False) for p in ("a cat", "a dog"))
+    for mixed, one, other in zip(blended, cat, dog, strict=True):
+        if mixed is not None:
+            assert np.allclose(mixed.numpy(), 0.5 * one.numpy() + 0.5 * other.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("extra", [{}, {"controlnet_conditioning_scale": 0}], ids=["lines", "image"])
+async def test_prompt_and_seed_travel_through_the_runner(controlnet_runner: RunnerProcess, extra: dict) -> None:
+    url = controlnet_runner.url("fal-ai/fast-turbo-diffusion")
+    fields = {"image_bytes": LINE, "width": 64, "height": 64, "output_format": "png", **extra}
+
+    async def results(*frames: dict) -> list[bytes]:
+        async with await open_ws(url) as ws:  # one session: travel is a session's
+            images = []
+            for fields_ in frames:
+                await ws.send(pack(**fields, **fields_))
+                images.append((await recv_result(ws, timeout=120))["images"][0]["content"])
+            return images
+
+    (cat,), (dog,), (seed_2,) = [
+        await results(alone)
+        for alone in ({"prompt": "a cat", "seed": 1}, {"prompt": "a dog", "seed": 1}, {"prompt": "a cat", "seed": 2})
+    ]
+    prompts = ["a cat", "a dog", "a dog", "a dog"]
+    glide = await results(*({"prompt": p, "seed": 1, "prompt_transition_frames": 3} for p in prompts))
+    assert glide[0] == cat and glide[3] == dog  # it starts at the old prompt and arrives at the new one
+    assert len({cat, dog, glide[1], glide[2]}) == 4  # on the way: neither
+    jump = await results({"prompt": "a cat", "seed": 1}, {"prompt": "a dog", "seed": 1})
+    assert jump == [cat, dog]  # not asked for: no travel
+    seeds = await results(*({"prompt": "a cat", "seed": s, "seed_transition_frames": 2} for s in (1, 2, 2)))
+    assert seeds[0] == cat and seeds[2] == seed_2 and seeds[1] not in (cat, seed_2)

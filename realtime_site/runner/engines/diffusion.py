@@ -211,6 +211,19 @@ class DiffusionEngine(ImageEngine):
         its picture). ``show`` (one input only) gets the image after each denoising step but the last."""
         import torch
 
+        with torch.inference_mode():  # the prompt encoder too: a cached embedding keeps no autograd graph
+            return self._transform_batch(images, requests, seeds, show, controls)
+
+    def _transform_batch(
+        self,
+        images: list[Image.Image],
+        requests: list[ImageRequest],
+        seeds: list[int],
+        show: ShowImage | None,
+        controls: list[Image.Image] | None,
+    ) -> list[Image.Image]:
+        import torch
+
         assert self._pipes is not None
         first = requests[0]
         mode = self.mode(first)
@@ -252,8 +265,8 @@ class DiffusionEngine(ImageEngine):
                 pipe = self._pipes.image_lines
                 kwargs.update(image=images, control_image=controls, strength=strength)
         generators = [torch.Generator(device=self.device_name).manual_seed(seed) for seed in seeds]
-        noise = self._blended_noise(pipe, requests, generators, kwargs["prompt_embeds"].dtype)
-        with torch.inference_mode(), _initial_noise(pipe, noise, mode, kwargs):
+        noise = self._blended_noise(pipe, requests, generators, mode, kwargs["prompt_embeds"].dtype)
+        with _initial_noise(pipe, noise, mode, kwargs):
             result = pipe(
                 num_inference_steps=steps,
                 guidance_scale=guidance,
@@ -266,9 +279,12 @@ class DiffusionEngine(ImageEngine):
             for img, r in zip(result.images, requests, strict=True)
         ]
 
-    def _blended_noise(self, pipe: Any, requests: list[ImageRequest], generators: list[Any], dtype: Any) -> Any:
-        """The initial noise of the batch when a frame is between two seeds (seed travel), else None.
-        Frames that are not get the noise their generator gives, as the pipeline would draw it."""
+    def _blended_noise(
+        self, pipe: Any, requests: list[ImageRequest], generators: list[Any], mode: str, dtype: Any
+    ) -> list[Any] | None:
+        """The initial noise of each frame between two seeds (seed travel), None for the others; None
+        when no frame is. Text to image takes the whole batch's noise, so there the others get what
+        their generator gives, drawn as the pipeline would have drawn it."""
         import torch
 
         if not any(r.seed_blend for r in requests):
@@ -276,18 +292,18 @@ class DiffusionEngine(ImageEngine):
         first = requests[0]
         factor = pipe.vae_scale_factor
         shape = (1, pipe.unet.config.in_channels, first.height // factor, first.width // factor)
+
+        def drawn(generator: Any) -> Any:
+            return torch.randn(shape, generator=generator, device=self.device_name, dtype=dtype)
+
         rows = []
         for request, generator in zip(requests, generators, strict=True):
             if request.seed_blend:
-                terms = [
-                    coefficient * torch.randn(shape, generator=torch.Generator(self.device_name).manual_seed(s),
-                                              device=self.device_name, dtype=dtype)
-                    for s, coefficient in request.seed_blend
-                ]  # fmt: skip
-                rows.append(sum(terms))
+                seeded = [(torch.Generator(self.device_name).manual_seed(s), c) for s, c in request.seed_blend]
+                rows.append(sum(c * drawn(g) for g, c in seeded))
             else:
-                rows.append(torch.randn(shape, generator=generator, device=self.device_name, dtype=dtype))
-        return torch.cat(rows)
+                rows.append(drawn(generator) if mode == "lines" else None)
+        return rows
 
     def _previewer(self, show: ShowImage) -> Any:
         """A diffusers step callback that decodes the latents with the pipeline's own decoder (the
@@ -343,22 +359,29 @@ class DiffusionEngine(ImageEngine):
 
 
 @contextlib.contextmanager
-def _initial_noise(pipe: Any, noise: Any, mode: str, kwargs: dict[str, Any]) -> Iterator[None]:
-    """Give the pipeline ``noise`` as its initial noise: text to image takes it as ``latents``; image to
-    image draws its own and hands it to ``scheduler.add_noise``, which is wrapped for this one call."""
+def _initial_noise(pipe: Any, noise: list[Any] | None, mode: str, kwargs: dict[str, Any]) -> Iterator[None]:
+    """Give the pipeline ``noise`` (a row per frame; None: the pipeline's own) as its initial noise:
+    text to image takes it as ``latents``; image to image draws its own and hands it to
+    ``scheduler.add_noise``, which is wrapped for this one call to put the given rows in."""
     if noise is None:
         yield
         return
     if mode == "lines":
-        kwargs["latents"] = noise
+        import torch
+
+        kwargs["latents"] = torch.cat(noise)
         yield
         return
     scheduler = pipe.scheduler
     add_noise = scheduler.add_noise
 
-    def add_blended_noise(original: Any, _drawn: Any, timesteps: Any) -> Any:
+    def add_blended_noise(original: Any, drawn: Any, timesteps: Any) -> Any:
         del scheduler.add_noise  # once: any later call is the scheduler's own
-        return add_noise(original, noise.to(original.dtype), timesteps)
+        drawn = drawn.clone()
+        for index, row in enumerate(noise):
+            if row is not None:
+                drawn[index] = row[0].to(drawn.dtype)
+        return add_noise(original, drawn, timesteps)
 
     scheduler.add_noise = add_blended_noise
     try:
