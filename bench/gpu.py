@@ -1,13 +1,16 @@
 """GPU benchmark of the diffusion engines, end to end through the runner.
 
 Builds the SD-Turbo and SDXL-Turbo architectures from their configurations with random weights (the
-same computation as the real models; nothing downloaded), saves them in diffusers layout, starts the
-runner on each with a set of optimizations, and measures 1-step 512x512 image-to-image per frame at
-batch 1 (one connection, frames back to back) and batch 4 (four connections at once, which the
-runner batches into one pipeline call).
+same computation as the real models; nothing downloaded), and a ControlNet of each (the full-size
+one diffusers' training script makes from the UNet), saves them in diffusers layout, starts the
+runner on each with a set of optimizations, and measures 1-step 512x512 frames at batch 1 (one
+connection, frames back to back) and batch 4 (four connections at once, which the runner batches
+into one pipeline call): image to image, and with the ControlNet a picture along the drawing's lines
+(text to image following it, the drawing page's default for such an app).
 
     python bench/gpu.py                 # on a CUDA machine, with requirements-gpu.txt installed
     python bench/gpu.py --smoke         # the same code on the CPU with tiny models, to check it runs
+    python bench/gpu.py --controlnet    # only the ControlNet variants, and the plain one they add to
 
 Figures go to stdout and ``bench/out/gpu.json``.
 """
@@ -45,7 +48,12 @@ VARIANTS = [
     ("fp16+channels_last", "dtype=float16&channels_last=1"),
     ("fp16+channels_last+taesd", "dtype=float16&channels_last=1&taesd={taesd}"),
     ("fp16+channels_last+taesd+compile", "dtype=float16&channels_last=1&taesd={taesd}&compile=1"),
-]
+    ("fp16+channels_last+taesd+controlnet", "dtype=float16&channels_last=1&taesd={taesd}&controlnet={controlnet}"),
+    ("fp16+channels_last+taesd+compile+controlnet",
+     "dtype=float16&channels_last=1&taesd={taesd}&compile=1&controlnet={controlnet}"),
+]  # fmt: skip
+LINES = {"num_inference_steps": 1}  # a ControlNet app's frame: the drawing is the lines, one step from noise
+IMAGE = {"strength": 0.5, "num_inference_steps": 2}  # image to image: 2 x 0.5, one denoising step
 
 
 def sd_turbo_parts(tiny: bool) -> dict[str, Any]:
@@ -152,6 +160,17 @@ def save_model(name: str, folder: Path, tiny: bool) -> Path:
     return target
 
 
+def save_controlnet(name: str, folder: Path, model: Path, tiny: bool) -> Path:
+    """A ControlNet for ``model``, made from its UNet (as diffusers' ControlNet training starts)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    net = ControlNetModel.from_unet(unet, **({"conditioning_embedding_out_channels": (8, 16)} if tiny else {}))
+    target = folder / f"{name}-controlnet"
+    net.save_pretrained(target)
+    return target
+
+
 def drawing(side: int) -> bytes:
     img = Image.new("RGB", (side, side), "white")
     draw = ImageDraw.Draw(img)
@@ -178,10 +197,10 @@ def start_runner(apps: str) -> tuple[subprocess.Popen[str], int]:
     raise RuntimeError("runner did not start:\n" + "".join(lines))
 
 
-async def frames(url: str, side: int, count: int, connections: int) -> dict[str, Any]:
+async def frames(url: str, side: int, count: int, connections: int, fields: dict[str, Any]) -> dict[str, Any]:
     image = drawing(side)
     frame = {"prompt": "a watercolor harbour", "image_bytes": image, "image_size": {"width": side, "height": side},
-             "strength": 0.5, "num_inference_steps": 2, "seed": 1}  # fmt: skip
+             "seed": 1, **fields}  # fmt: skip
     inference: list[float] = []
 
     async def session() -> None:
@@ -208,7 +227,11 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU: checks the code path only")
     parser.add_argument("--frames", type=int, default=50, help="frames per connection per measurement")
     parser.add_argument("--models", default="sd-turbo,sdxl-turbo")
+    parser.add_argument("--variants", default="", help="comma-separated names of the variants to run (default: all)")
+    parser.add_argument("--controlnet", action="store_true", help="the ControlNet variants and their baseline only")
     args = parser.parse_args()
+    if args.controlnet:
+        args.variants = ",".join(label for label, _ in VARIANTS if label.startswith("fp16+channels_last+taesd"))
     import torch
 
     if not args.smoke and not torch.cuda.is_available():
@@ -218,23 +241,31 @@ def main() -> int:
     device = "cpu" if args.smoke else torch.cuda.get_device_name(0)
     print(f"device: {device}; torch {torch.__version__}; python {platform.python_version()}; {side}x{side}, 1 step")
     results: dict[str, Any] = {"device": device, "side": side, "runs": []}
-    variants = VARIANTS[:1] if args.smoke else VARIANTS
+    variants = [v for v in VARIANTS if v[0] in args.variants.split(",")] if args.variants else VARIANTS
+    if args.smoke:  # one without and one with a ControlNet, in float32 on the CPU
+        variants = [(label, "dtype=float32&device=cpu" + ("&controlnet={controlnet}" if "controlnet" in label else ""))
+                    for label in ("fp32", "fp32+controlnet")]  # fmt: skip
+    if not variants:
+        print(f"no variant is named {args.variants!r}; known: {', '.join(v[0] for v in VARIANTS)}")
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             model = save_model(name, Path(tmp), tiny=args.smoke)
+            controlnet = None
             for label, options in variants:
-                opts = options.format(taesd=Path(tmp) / f"{name}-taesd")
-                if args.smoke:
-                    opts = "dtype=float32&device=cpu"
+                if "controlnet" in label and controlnet is None:
+                    controlnet = save_controlnet(name, Path(tmp), model, tiny=args.smoke)
+                opts = options.format(taesd=Path(tmp) / f"{name}-taesd", controlnet=controlnet)
                 proc, port = start_runner(f"bench/{name}=turbo?model={model}&max_batch=4&{opts}")
                 try:
                     url = f"ws://127.0.0.1:{port}/bench/{name}/realtime"
                     for batch in (1, 4):
-                        figures = asyncio.run(frames(url, side, count, batch))
+                        fields = LINES if "controlnet" in label else IMAGE
+                        figures = asyncio.run(frames(url, side, count, batch, fields))
                         row = {"model": name, "variant": label, "batch": batch, **figures}
                         results["runs"].append(row)
                         print(
-                            f"{name:11} {label:34} batch {batch}: {figures['ms_per_frame']:7.1f} ms/frame "
+                            f"{name:11} {label:44} batch {batch}: {figures['ms_per_frame']:7.1f} ms/frame "
                             f"({figures['fps']:6.1f} fps), engine call p50 {figures['engine_ms_p50']:7.1f} ms"
                         )
                 finally:

@@ -25,7 +25,7 @@ const ui = {
   result: $("result"), placeholder: $("result-placeholder"), busy: $("busy"), status: $("status"),
   latency: $("latency"), fps: $("fps"), download: $("download"), error: $("error"), video: $("video"),
   webcam: $("webcam"), showSteps: $("show-steps"), step: $("step"), keep: $("keep"), kept: $("kept"),
-  viewing: $("viewing"), record: $("record"),
+  viewing: $("viewing"), record: $("record"), mode: $("mode"),
 };
 const recorder = new Recorder();
 const csrf = /** @type {HTMLInputElement} */ (document.querySelector("#share-form [name=csrfmiddlewaretoken]")).value;
@@ -52,7 +52,8 @@ const drawing = new DrawingCanvas($("canvas"), { onChange: drew });
 // Read by the browser tests and benchmark: settled() is true once every change has gone out and been answered.
 window.realtimePage = { stats, inFlight, drawing, settled: () => !dirty && preparing === 0 && inFlight.size === 0 };
 const appControls = new AppControls(JSON.parse($("app-info").textContent), {
-  prompt: ui.prompt, chips: $("style-chips"), styles: $("styles"), steps: $("steps-field"), onChange: changed,
+  prompt: ui.prompt, chips: $("style-chips"), styles: $("styles"), steps: $("steps-field"), mode: ui.mode,
+  modeField: $("mode-field"), onChange: changed,
 });
 
 function drew(/** @type {number} */ eventTime) {
@@ -89,6 +90,7 @@ const sendFrame = throttle(async () => {
     image_size: { width: size, height: size },
     output_format: "jpeg",
     request_id: id,
+    ...appControls.modeInputs(ui.app.value),
   });
   ui.busy.hidden = false;
 }, THROTTLE_MS);
@@ -381,6 +383,10 @@ ui.prompt.addEventListener("input", () => {
   changed();
 });
 ui.app.addEventListener("change", openConnection);
+ui.mode.addEventListener("change", () => {
+  appControls.show(ui.app.value);
+  changed();
+});
 $("share-form").addEventListener("submit", (/** @type {SubmitEvent} */ e) => {
   // The room starts from this drawing and these parameters.
   const form = /** @type {HTMLFormElement} */ (e.target);

@@ -26,7 +26,7 @@ pytest.importorskip("diffusers")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
 
 from realtime_site.runner.engines.diffusion import LcmEngine, TurboEngine  # noqa: E402
-from tests.runner.tiny_pipeline import build, build_controlnet, build_sdxl  # noqa: E402
+from tests.runner.tiny_pipeline import build, build_controlnet, build_lora, build_sdxl  # noqa: E402
 
 
 def drawing(shape: str) -> bytes:
@@ -323,3 +323,38 @@ async def test_prompt_and_seed_travel_through_the_runner(controlnet_runner: Runn
     assert jump == [cat, dog]  # not asked for: no travel
     seeds = await results(*({"prompt": "a cat", "seed": s, "seed_transition_frames": 2} for s in (1, 2, 2)))
     assert seeds[0] == cat and seeds[2] == seed_2 and seeds[1] not in (cat, seed_2)
+
+
+def test_compiled_with_a_controlnet_gives_the_eager_result(weights: dict[str, tuple[Path, Path]]) -> None:
+    """torch.compile (mode default: max-autotune would spend minutes of CPU) on the UNet and the
+    ControlNet, shared by the three pipelines; one frame along the lines, as the eager engine makes it."""
+    model, controlnet = weights["sd"]
+    compiled = TurboEngine({"model": str(model), "controlnet": str(controlnet), "compile": "default"})
+    compiled.load()
+    pipes = compiled._pipes
+    assert pipes is not None and pipes.lines is not None and pipes.image_lines is not None
+    assert type(pipes.image.unet).__name__ == "OptimizedModule"
+    assert pipes.lines.unet is pipes.image.unet is pipes.image_lines.unet
+    assert type(pipes.lines.controlnet).__name__ == "OptimizedModule"
+    assert pipes.lines.controlnet is pipes.image_lines.controlnet
+    eager = engine_for(weights, "sd", "turbo")
+    assert np.abs(pixels(compiled.infer(frame(), 3).image) - pixels(eager.infer(frame(), 3).image)).max() <= 2
+    with pytest.raises(ValueError, match="option compile='fast' must be 0, 1 or one of default"):
+        TurboEngine({"model": str(model), "compile": "fast"})
+
+
+def test_an_lcm_lora_is_merged_into_the_unet_at_load(weights: dict[str, tuple[Path, Path]]) -> None:
+    model, controlnet = weights["sd"]
+    lora = build_lora(model, model.parent)
+    merged = LcmEngine({"model": str(model), "lcm_lora": str(lora), "controlnet": str(controlnet)})
+    merged.load()
+    plain = engine_for(weights, "sd", "lcm")
+    for extra in ({}, {"controlnet_conditioning_scale": 0.0}):  # along the lines and image to image
+        assert merged.infer(frame(**extra), 1).image != plain.infer(frame(**extra), 1).image
+        assert merged.infer(frame(**extra), 1).image == merged.infer(frame(**extra), 1).image
+    assert merged.describe()["lcm_lora"] == str(lora)
+    assert not any("lora" in name for name, _ in merged._pipes.image.unet.named_parameters())  # fused, not kept
+    assert TurboEngine({"model": str(model), "lcm_lora": str(lora)}).lcm_lora is None  # turbo is distilled already
+    missing = RunnerApp(AppSpec("x/y", "lcm", {"model": str(model), "lcm_lora": "/nowhere/lora"}))
+    missing.load()
+    assert missing.state is AppState.UNAVAILABLE and "cannot load" in (missing.reason or "")

@@ -127,3 +127,24 @@ def build_controlnet(pipeline: Path, folder: Path) -> Path:
     target = folder / "controlnet"
     net.save_pretrained(target)
     return target
+
+
+def build_lora(pipeline: Path, folder: Path) -> Path:
+    """Save a LoRA for the UNet of the pipeline at ``pipeline`` (random, so that merging it shows),
+    in the layout diffusers' ``save_lora_weights`` writes, as LCM-LoRA is published."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(2)
+    unet = UNet2DConditionModel.from_pretrained(pipeline / "unet")
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    for name, parameter in unet.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero (no effect), as training does
+            torch.nn.init.normal_(parameter, std=0.5)
+    target = folder / "lcm-lora"
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(target, unet_lora_layers=layers, safe_serialization=True)
+    return target

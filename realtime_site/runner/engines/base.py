@@ -91,8 +91,12 @@ class Engine(abc.ABC):
         to save the thread hop; None sends the input to ``infer`` in a worker thread."""
         return None
 
+    def conditioning(self) -> list[str]:
+        """What a result can follow: ``image`` (the input picture), ``controlnet`` (its lines)."""
+        return ["image"]
+
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"engine": self.name, "workers": self.workers}
+        info: dict[str, Any] = {"engine": self.name, "workers": self.workers, "conditioning": self.conditioning()}
         if self.ignores:
             info["ignores"] = list(self.ignores)  # the drawing page greys these controls out
         return info

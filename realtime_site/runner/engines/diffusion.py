@@ -18,18 +18,16 @@ the input picture is the starting image and the other one the lines (image to im
 Options (``--apps fal-ai/fast-turbo-diffusion=turbo?dtype=float16&compile=1``): ``model``, ``dtype``
 (``auto``: float16 on CUDA, float32 on the CPU), ``device`` (``auto``, ``cuda``, ``cpu``), ``taesd``
 (a tiny autoencoder folder, or ``REALTIME_TAESD_MODEL``), ``compile`` (torch.compile the UNet and the
-ControlNet), ``max_batch`` (frames of several connections in one pipeline call; default 4),
-``channels_last``, ``controlnet``, ``lcm_lora``.
+ControlNet: ``1`` is mode max-autotune, or name a mode), ``max_batch`` (frames of several connections
+in one pipeline call; default 4), ``channels_last``, ``controlnet``, ``lcm_lora``.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import importlib.util
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -38,6 +36,7 @@ from PIL import Image
 from realtime_site.protocol import ImageRequest, ValidationError
 from realtime_site.runner.engines.base import EngineOutput, EngineUnavailable, ImageEngine, ShowImage, option_int
 from realtime_site.runner.engines.diffusion_loading import Pipelines, load_pipelines
+from realtime_site.runner.engines.diffusion_travel import blend_embeddings, blended_noise, initial_noise
 from realtime_site.runner.imaging import decode_image, encode_image
 
 __all__ = ["LcmEngine", "TurboEngine"]
@@ -45,6 +44,21 @@ __all__ = ["LcmEngine", "TurboEngine"]
 PROMPT_CACHE_SIZE = 64
 DEFAULT_CONTROL_SCALE = 1.0
 CONTROL_FIELDS = ("controlnet_conditioning_scale", "control_guidance_end")
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compile_mode(options: dict[str, str]) -> str | None:
+    """``compile``: off (the default), ``1`` (max-autotune, for serving) or a torch.compile mode."""
+    raw = options.get("compile", "0").strip().lower()
+    if raw in ("0", "false", "no", "off", ""):
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return "max-autotune"
+    if raw not in COMPILE_MODES:
+        raise ValueError(f"option compile={raw!r} must be 0, 1 or one of {', '.join(COMPILE_MODES)}")
+    return raw
 
 
 def _flag(options: dict[str, str], key: str, default: bool) -> bool:
@@ -68,7 +82,7 @@ class DiffusionEngine(ImageEngine):
         self.taesd = options.get("taesd") or os.environ.get("REALTIME_TAESD_MODEL") or None
         self.dtype_name = options.get("dtype", "auto")
         self.device_name = options.get("device", "auto")
-        self.compile = _flag(options, "compile", False)
+        self.compile = _compile_mode(options)
         self.channels_last = _flag(options, "channels_last", True)
         self.max_batch = option_int(options, "max_batch", 4, low=1, high=64)
         self.workers = 1  # one pipeline; concurrency comes from batching
@@ -119,12 +133,12 @@ class DiffusionEngine(ImageEngine):
             for net in nets:
                 net.to(memory_format=torch.channels_last)
         if self.compile:  # the pipelines share their components: compiled once, used by all
-            pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
+            pipe.unet = torch.compile(pipe.unet, mode=self.compile, fullgraph=True)
             for controlled in (self._pipes.lines, self._pipes.image_lines):
                 if controlled is not None:
                     controlled.unet = pipe.unet
             if self._pipes.lines is not None:
-                net = torch.compile(self._pipes.lines.controlnet, mode="max-autotune", fullgraph=True)
+                net = torch.compile(self._pipes.lines.controlnet, mode=self.compile, fullgraph=True)
                 self._pipes.lines.controlnet = self._pipes.image_lines.controlnet = net
 
     def warm_up(self) -> None:
@@ -186,12 +200,8 @@ class DiffusionEngine(ImageEngine):
         """The prompt's embeddings; during prompt travel, the weighted sum of the prompts' (each cached)."""
         if not request.prompt_blend:
             return self._encode_prompt(request.prompt, request.negative_prompt, guided)
-        weights = [weight for _, weight in request.prompt_blend]
         encodings = [self._encode_prompt(p, n, guided) for (p, n), _ in request.prompt_blend]
-        blended = []
-        for column in zip(*encodings, strict=True):  # prompt_embeds, negative_prompt_embeds, (pooled...)
-            blended.append(None if column[0] is None else sum(t * w for t, w in zip(column, weights, strict=True)))
-        return tuple(blended)
+        return blend_embeddings(encodings, [weight for _, weight in request.prompt_blend])
 
     def transform(
         self, image: Image.Image, request: ImageRequest, seed: int, show: ShowImage | None = None
@@ -265,8 +275,8 @@ class DiffusionEngine(ImageEngine):
                 pipe = self._pipes.image_lines
                 kwargs.update(image=images, control_image=controls, strength=strength)
         generators = [torch.Generator(device=self.device_name).manual_seed(seed) for seed in seeds]
-        noise = self._blended_noise(pipe, requests, generators, mode, kwargs["prompt_embeds"].dtype)
-        with _initial_noise(pipe, noise, mode, kwargs):
+        noise = blended_noise(pipe, requests, generators, mode, kwargs["prompt_embeds"].dtype, self.device_name)
+        with initial_noise(pipe, noise, mode, kwargs):
             result = pipe(
                 num_inference_steps=steps,
                 guidance_scale=guidance,
@@ -278,32 +288,6 @@ class DiffusionEngine(ImageEngine):
             img.resize((r.width, r.height)) if img.size != (r.width, r.height) else img
             for img, r in zip(result.images, requests, strict=True)
         ]
-
-    def _blended_noise(
-        self, pipe: Any, requests: list[ImageRequest], generators: list[Any], mode: str, dtype: Any
-    ) -> list[Any] | None:
-        """The initial noise of each frame between two seeds (seed travel), None for the others; None
-        when no frame is. Text to image takes the whole batch's noise, so there the others get what
-        their generator gives, drawn as the pipeline would have drawn it."""
-        import torch
-
-        if not any(r.seed_blend for r in requests):
-            return None
-        first = requests[0]
-        factor = pipe.vae_scale_factor
-        shape = (1, pipe.unet.config.in_channels, first.height // factor, first.width // factor)
-
-        def drawn(generator: Any) -> Any:
-            return torch.randn(shape, generator=generator, device=self.device_name, dtype=dtype)
-
-        rows = []
-        for request, generator in zip(requests, generators, strict=True):
-            if request.seed_blend:
-                seeded = [(torch.Generator(self.device_name).manual_seed(s), c) for s, c in request.seed_blend]
-                rows.append(sum(c * drawn(g) for g, c in seeded))
-            else:
-                rows.append(drawn(generator) if mode == "lines" else None)
-        return rows
 
     def _previewer(self, show: ShowImage) -> Any:
         """A diffusers step callback that decodes the latents with the pipeline's own decoder (the
@@ -345,7 +329,6 @@ class DiffusionEngine(ImageEngine):
             **super().describe(),
             "model": self.model,
             "family": self._pipes.family if self._pipes is not None else None,
-            "conditioning": self.conditioning(),
             "controlnet": self.controlnet,
             "lcm_lora": self.lcm_lora,
             "travel": True,
@@ -356,39 +339,6 @@ class DiffusionEngine(ImageEngine):
             "max_batch": self.max_batch,
             "prompt_cache": len(self._prompts),
         }
-
-
-@contextlib.contextmanager
-def _initial_noise(pipe: Any, noise: list[Any] | None, mode: str, kwargs: dict[str, Any]) -> Iterator[None]:
-    """Give the pipeline ``noise`` (a row per frame; None: the pipeline's own) as its initial noise:
-    text to image takes it as ``latents``; image to image draws its own and hands it to
-    ``scheduler.add_noise``, which is wrapped for this one call to put the given rows in."""
-    if noise is None:
-        yield
-        return
-    if mode == "lines":
-        import torch
-
-        kwargs["latents"] = torch.cat(noise)
-        yield
-        return
-    scheduler = pipe.scheduler
-    add_noise = scheduler.add_noise
-
-    def add_blended_noise(original: Any, drawn: Any, timesteps: Any) -> Any:
-        del scheduler.add_noise  # once: any later call is the scheduler's own
-        drawn = drawn.clone()
-        for index, row in enumerate(noise):
-            if row is not None:
-                drawn[index] = row[0].to(drawn.dtype)
-        return add_noise(original, drawn, timesteps)
-
-    scheduler.add_noise = add_blended_noise
-    try:
-        yield
-    finally:
-        if "add_noise" in vars(scheduler):
-            del scheduler.add_noise
 
 
 class LcmEngine(DiffusionEngine):
