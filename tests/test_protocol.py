@@ -138,6 +138,7 @@ def test_image_is_one_more_name_of_the_picture_bytes_or_data_url() -> None:
         ({"controlnet_conditioning_scale": -0.1}, "controlnet_conditioning_scale"),
         ({"controlnet_conditioning_scale": float("inf")}, "controlnet_conditioning_scale"),
         ({"control_guidance_end": 1.01}, "control_guidance_end"),
+        ({"control_guidance_end": 0}, "control_guidance_end"),
         ({"control_guidance_end": "1"}, "control_guidance_end"),
         ({"prompt_transition_frames": 61}, "prompt_transition_frames"),
         ({"prompt_transition_frames": -1}, "prompt_transition_frames"),

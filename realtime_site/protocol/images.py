@@ -126,7 +126,7 @@ def _parse(frame: dict[str, Any], encoding: Encoding, rid: str | int | None) -> 
         request_id=rid,
         control_image=_parse_control_image(frame, encoding),
         controlnet_conditioning_scale=_number(frame, "controlnet_conditioning_scale", 0.0, 2.0, default=None),
-        control_guidance_end=_number(frame, "control_guidance_end", 0.0, 1.0, default=None),
+        control_guidance_end=_guidance_end(frame),
         prompt_transition_frames=_integer(frame, "prompt_transition_frames", 0, TRANSITION_FRAMES_MAX) or 0,
         seed_transition_frames=_integer(frame, "seed_transition_frames", 0, TRANSITION_FRAMES_MAX) or 0,
     )
@@ -157,6 +157,15 @@ def _parse_image(frame: dict[str, Any], encoding: Encoding) -> bytes:
         if url is not None:
             return data_url_bytes(url, name)
     raise ValidationError("image", "one of image_bytes, image_url and image is required")
+
+
+def _guidance_end(frame: dict[str, Any]) -> float | None:
+    end = _number(frame, "control_guidance_end", 0.0, 1.0, default=None)
+    if end == 0:  # diffusers refuses an end at the start; scale 0 is how the ControlNet is turned off
+        raise ValidationError(
+            "control_guidance_end", "must be above 0 (to turn the ControlNet off, send controlnet_conditioning_scale 0)"
+        )
+    return end
 
 
 def _parse_control_image(frame: dict[str, Any], encoding: Encoding) -> bytes | None:
