@@ -105,6 +105,8 @@ def encode_result(
 def answer_without_work(app: Runs, job: Job) -> Outcome | None:
     """The engine's answer that needs no pixel work, given on the event loop; None: run it."""
     assert app.engine is not None
+    if job.request.control_image is not None and (refusal := app.engine.control_refusal()):
+        return ValidationError("control_image", refusal, request_id=job.request.request_id)
     started = time.perf_counter()
     try:
         output = app.engine.answer_without_work(job.request)

@@ -95,6 +95,10 @@ class Engine(abc.ABC):
         """What a result can follow: ``image`` (the input picture), ``controlnet`` (its lines)."""
         return ["image"]
 
+    def control_refusal(self) -> str | None:
+        """Why a frame's control image cannot be followed here; None where it can."""
+        return None if "controlnet" in self.conditioning() else "this app has no ControlNet to follow it"
+
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"engine": self.name, "workers": self.workers, "conditioning": self.conditioning()}
         if self.ignores:

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from realtime_site.protocol import ImageRequest, ValidationError
+from realtime_site.protocol import ImageRequest
 from realtime_site.runner.engines.base import EngineOutput, EngineUnavailable, ImageEngine, ShowImage, option_int
 from realtime_site.runner.engines.diffusion_loading import Pipelines, load_pipelines
 from realtime_site.runner.engines.diffusion_travel import blend_embeddings, blended_noise, initial_noise
@@ -160,13 +160,10 @@ class DiffusionEngine(ImageEngine):
             return "image"
         return "image+lines" if request.control_image is not None else "lines"
 
-    def answer_without_work(self, request: ImageRequest) -> EngineOutput | None:
-        if request.control_image is not None and not self.controlnet:
-            raise ValidationError(
-                "control_image",
-                f"this app has no ControlNet to follow it (the runner's {self.controlnet_env} is not set)",
-            )
-        return None
+    def control_refusal(self) -> str | None:
+        if self.controlnet:
+            return None
+        return f"this app has no ControlNet to follow it (the runner's {self.controlnet_env} is not set)"
 
     def _steps(self, request: ImageRequest, mode: str) -> tuple[int, float]:
         """Steps to ask the pipeline for, so that ``steps * strength`` runs at least one denoising step."""
